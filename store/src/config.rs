@@ -1,0 +1,119 @@
+//! `kvstore serve` flags. Names follow etcd's so that scripts written for etcd work.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Flags of `kvstore serve`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct ServeArgs {
+    /// Human-readable name of this member.
+    #[arg(long, default_value = "default")]
+    pub name: String,
+    /// Directory holding the member's RocksDB data.
+    #[arg(long, default_value = "default.kvstore")]
+    pub data_dir: PathBuf,
+    /// URL to serve clients on (one `http://host:port`).
+    #[arg(long, default_value = "http://127.0.0.1:2379")]
+    pub listen_client_urls: String,
+    /// URL advertised to clients (defaults to the listen URL).
+    #[arg(long)]
+    pub advertise_client_urls: Option<String>,
+    /// Largest request accepted, in bytes (etcd's default: 1.5 MiB).
+    #[arg(long, default_value_t = 1536 * 1024)]
+    pub max_request_bytes: usize,
+    /// Most operations in one branch of a Txn (etcd's default: 128).
+    #[arg(long, default_value_t = 128)]
+    pub max_txn_ops: usize,
+    /// Heartbeat interval in milliseconds (used for the minimum lease TTL until Raft lands).
+    #[arg(long, default_value_t = 100)]
+    pub heartbeat_interval: u64,
+    /// Election timeout in milliseconds; the minimum lease TTL is 1.5 × this, as in etcd.
+    #[arg(long, default_value_t = 1000)]
+    pub election_timeout: u64,
+    /// How often watches created with progress_notify get a progress notification.
+    #[arg(long = "experimental-watch-progress-notify-interval", default_value = "10m", value_parser = parse_duration)]
+    pub watch_progress_notify_interval: Duration,
+    /// Log filter (tracing's env-filter syntax), e.g. `info` or `kvstore=debug`.
+    #[arg(long, default_value = "info")]
+    pub log_level: String,
+}
+
+impl ServeArgs {
+    /// The socket address of `--listen-client-urls` (the first URL if several are given).
+    pub fn client_addr(&self) -> anyhow::Result<SocketAddr> {
+        parse_url_addr(
+            self.listen_client_urls
+                .split(',')
+                .next()
+                .unwrap_or_default(),
+        )
+    }
+
+    /// Smallest lease TTL granted, in seconds: ceil(1.5 × election timeout), as etcd does.
+    pub fn min_lease_ttl_s(&self) -> i64 {
+        let ms = self.election_timeout.saturating_mul(3) / 2;
+        ms.div_ceil(1000).max(1) as i64
+    }
+}
+
+/// Parses `http://127.0.0.1:2379` (or a bare `127.0.0.1:2379`) into a socket address.
+pub fn parse_url_addr(url: &str) -> anyhow::Result<SocketAddr> {
+    let rest = url
+        .strip_prefix("http://")
+        .or_else(|| url.strip_prefix("https://"))
+        .unwrap_or(url);
+    let hostport = rest.trim_end_matches('/');
+    let hostport = hostport.replace("localhost", "127.0.0.1");
+    hostport
+        .parse()
+        .map_err(|e| anyhow::anyhow!("invalid URL {url:?}: {e} (expected http://IP:PORT)"))
+}
+
+/// Parses durations such as `500ms`, `1s`, `2m`, `1h`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let value: f64 = num.parse().map_err(|_| format!("invalid duration {s:?}"))?;
+    let secs = match unit {
+        "ms" => value / 1000.0,
+        "s" | "" => value,
+        "m" => value * 60.0,
+        "h" => value * 3600.0,
+        _ => {
+            return Err(format!(
+                "invalid duration unit in {s:?} (use ms, s, m or h)"
+            ));
+        }
+    };
+    if !secs.is_finite() || secs < 0.0 {
+        return Err(format!("invalid duration {s:?}"));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse_with_units() {
+        assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
+        assert_eq!(parse_duration("2s").unwrap(), Duration::from_secs(2));
+        assert_eq!(parse_duration("10m").unwrap(), Duration::from_secs(600));
+        assert!(parse_duration("ten").is_err());
+        assert!(parse_duration("5y").is_err());
+    }
+
+    #[test]
+    fn urls_parse_to_socket_addresses() {
+        assert_eq!(
+            parse_url_addr("http://127.0.0.1:2379").unwrap(),
+            "127.0.0.1:2379".parse().unwrap()
+        );
+        assert!(parse_url_addr("http://nohost").is_err());
+    }
+}

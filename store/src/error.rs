@@ -1,0 +1,82 @@
+//! The store's error type. Every variant a client can see carries etcd's exact message and
+//! maps to etcd's gRPC code, so etcd clients react to our errors as they do to etcd's.
+
+use tonic::Code;
+
+/// Errors of the store. Apply-time variants are deterministic: the same command on the
+/// same state fails the same way on every member.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Error {
+    #[error("etcdserver: key is not provided")]
+    EmptyKey,
+    #[error("etcdserver: mvcc: required revision has been compacted")]
+    Compacted,
+    #[error("etcdserver: mvcc: required revision is a future revision")]
+    FutureRevision,
+    #[error("etcdserver: requested lease not found")]
+    LeaseNotFound,
+    #[error("etcdserver: lease already exists")]
+    LeaseExists,
+    #[error("etcdserver: too large lease TTL")]
+    LeaseTtlTooLarge,
+    #[error("etcdserver: request is too large")]
+    RequestTooLarge,
+    #[error("etcdserver: too many operations in txn request")]
+    TooManyOps,
+    #[error("etcdserver: duplicate key given in txn request")]
+    DuplicateKey,
+    #[error("etcdserver: key not found")]
+    KeyNotFound,
+    #[error("etcdserver: value is provided")]
+    ValueProvided,
+    #[error("etcdserver: lease is provided")]
+    LeaseProvided,
+    #[error("etcdserver: server stopped")]
+    Stopped,
+    /// RocksDB failed; the member cannot continue safely.
+    #[error("etcdserver: storage error: {0}")]
+    Storage(String),
+    /// Data on disk does not decode; the member cannot continue safely.
+    #[error("etcdserver: corrupt data: {0}")]
+    Corrupt(String),
+}
+
+impl Error {
+    /// The gRPC code etcd uses for this error.
+    pub fn code(&self) -> Code {
+        match self {
+            Error::EmptyKey
+            | Error::RequestTooLarge
+            | Error::TooManyOps
+            | Error::DuplicateKey
+            | Error::KeyNotFound
+            | Error::ValueProvided
+            | Error::LeaseProvided => Code::InvalidArgument,
+            Error::Compacted | Error::FutureRevision | Error::LeaseTtlTooLarge => Code::OutOfRange,
+            Error::LeaseNotFound => Code::NotFound,
+            Error::LeaseExists => Code::FailedPrecondition,
+            Error::Stopped => Code::Unavailable,
+            Error::Storage(_) | Error::Corrupt(_) => Code::Internal,
+        }
+    }
+}
+
+impl From<Error> for tonic::Status {
+    fn from(e: Error) -> Self {
+        tonic::Status::new(e.code(), e.to_string())
+    }
+}
+
+impl From<rocksdb::Error> for Error {
+    fn from(e: rocksdb::Error) -> Self {
+        Error::Storage(e.into_string())
+    }
+}
+
+impl From<prost::DecodeError> for Error {
+    fn from(e: prost::DecodeError) -> Self {
+        Error::Corrupt(e.to_string())
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,12 @@
+//! `kvstore`: an etcd v3 compatible key-value store. MVCC on RocksDB (`mvcc`), leases
+//! (`lease`), a watch hub (`watch`), deterministic write commands (`command`), the gRPC
+//! services (`server`) and the etcdctl-style client (`cli`).
+
+pub mod cli;
+pub mod command;
+pub mod config;
+pub mod error;
+pub mod lease;
+pub mod mvcc;
+pub mod server;
+pub mod watch;

@@ -1,0 +1,226 @@
+//! The MVCC state machine on RocksDB: one global revision, per-key history with
+//! create/mod revisions and versions, tombstones, historical reads, compaction and the
+//! lease table. Writes come only through [`MvccStore::apply_batch`] (see `apply.rs`), one
+//! command at a time in log order; reads take a shared lock and never block each other.
+
+mod apply;
+pub mod encoding;
+mod index;
+mod read;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use etcd_client::proto::{PbKeyValue, PbLeaseGrantRequest};
+use prost::Message;
+use rocksdb::{ColumnFamilyDescriptor, DB, IteratorMode, Options};
+
+pub use apply::ApplyOutput;
+pub use encoding::Revision;
+use encoding::*;
+pub use index::KeyHistory;
+pub use read::{EVENT_DELETE, EVENT_PUT, in_range};
+
+use crate::error::{Error, Result};
+
+/// A lease as the state machine knows it: its granted TTL and the keys attached to it.
+/// When it expires is not state-machine state (it depends on clocks); see `lease.rs`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LeaseState {
+    pub ttl_s: i64,
+    pub keys: BTreeSet<Vec<u8>>,
+}
+
+/// Everything apply reads and changes, guarded by one lock.
+#[derive(Debug, Default)]
+pub struct State {
+    pub index: BTreeMap<Vec<u8>, KeyHistory>,
+    pub current_rev: i64,
+    pub compact_rev: i64,
+    pub applied_index: u64,
+    pub leases: BTreeMap<i64, LeaseState>,
+}
+
+/// The store: RocksDB plus the in-memory index and lease table rebuilt from it.
+pub struct MvccStore {
+    db: DB,
+    path: PathBuf,
+    state: RwLock<State>,
+    cluster_id: u64,
+    member_id: u64,
+}
+
+impl MvccStore {
+    /// Opens (or creates) the store in `dir` and rebuilds the index from disk.
+    pub fn open(dir: &Path) -> Result<MvccStore> {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| Error::Storage(format!("{}: {e}", dir.display())))?;
+        let mut opts = Options::default();
+        opts.create_if_missing(true);
+        opts.create_missing_column_families(true);
+        let cfs = [CF_KV, CF_LEASE, CF_META]
+            .into_iter()
+            .map(|name| ColumnFamilyDescriptor::new(name, Options::default()));
+        let db = DB::open_cf_descriptors(&opts, dir, cfs)?;
+        let mut store = MvccStore {
+            db,
+            path: dir.to_path_buf(),
+            state: RwLock::new(State::default()),
+            cluster_id: 0,
+            member_id: 0,
+        };
+        store.load()?;
+        Ok(store)
+    }
+
+    fn cf(&self, name: &str) -> Result<&rocksdb::ColumnFamily> {
+        self.db
+            .cf_handle(name)
+            .ok_or_else(|| Error::Storage(format!("column family {name} missing")))
+    }
+
+    fn meta_i64(&self, key: &[u8]) -> Result<Option<i64>> {
+        match self.db.get_cf(self.cf(CF_META)?, key)? {
+            Some(v) => Ok(Some(decode_i64(&v)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Reads meta, the history and the leases back into memory.
+    fn load(&mut self) -> Result<()> {
+        let ids = match (
+            self.meta_i64(META_CLUSTER_ID)?,
+            self.meta_i64(META_MEMBER_ID)?,
+        ) {
+            (Some(c), Some(m)) => (c as u64, m as u64),
+            _ => {
+                // First start: pick this member's identity once and keep it.
+                let (c, m) = (rand::random::<u64>() >> 1, rand::random::<u64>() >> 1);
+                let meta = self.cf(CF_META)?;
+                self.db
+                    .put_cf(meta, META_CLUSTER_ID, encode_i64(c as i64))?;
+                self.db.put_cf(meta, META_MEMBER_ID, encode_i64(m as i64))?;
+                (c, m)
+            }
+        };
+        (self.cluster_id, self.member_id) = ids;
+
+        let mut state = State {
+            current_rev: self.meta_i64(META_CURRENT_REV)?.unwrap_or(1),
+            compact_rev: self.meta_i64(META_COMPACT_REV)?.unwrap_or(0),
+            applied_index: self.meta_i64(META_APPLIED_INDEX)?.unwrap_or(0) as u64,
+            ..Default::default()
+        };
+        for item in self.db.iterator_cf(self.cf(CF_KV)?, IteratorMode::Start) {
+            let (k, v) = item?;
+            let rev = Revision::from_key(&k)?;
+            let (kv, tombstone) = decode_entry(&v)?;
+            let hist = state.index.entry(kv.key).or_default();
+            hist.revs.push((rev, tombstone));
+            if !tombstone {
+                hist.create_revision = kv.create_revision;
+                hist.version = kv.version;
+                hist.lease = kv.lease;
+            }
+        }
+        for item in self.db.iterator_cf(self.cf(CF_LEASE)?, IteratorMode::Start) {
+            let (_, v) = item?;
+            let grant = PbLeaseGrantRequest::decode(&*v)?;
+            state.leases.insert(
+                grant.id,
+                LeaseState {
+                    ttl_s: grant.ttl,
+                    keys: BTreeSet::new(),
+                },
+            );
+        }
+        for (key, hist) in &state.index {
+            if hist.live().is_some() && hist.lease != 0 {
+                if let Some(lease) = state.leases.get_mut(&hist.lease) {
+                    lease.keys.insert(key.clone());
+                }
+            }
+        }
+        *self
+            .state
+            .get_mut()
+            .map_err(|_| Error::Storage("lock poisoned".into()))? = state;
+        Ok(())
+    }
+
+    pub(crate) fn read_state(&self) -> RwLockReadGuard<'_, State> {
+        // A panic while holding the lock is a bug that already stopped the apply loop;
+        // readers can still read the last consistent state.
+        self.state.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(crate) fn write_state(&self) -> RwLockWriteGuard<'_, State> {
+        self.state.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Fetches the history entry stored at `rev`.
+    fn fetch(&self, rev: Revision) -> Result<PbKeyValue> {
+        match self.db.get_cf(self.cf(CF_KV)?, rev.to_key())? {
+            Some(bytes) => Ok(decode_entry(&bytes)?.0),
+            None => Err(Error::Corrupt(format!(
+                "revision {rev:?} is indexed but missing"
+            ))),
+        }
+    }
+
+    pub fn cluster_id(&self) -> u64 {
+        self.cluster_id
+    }
+
+    pub fn member_id(&self) -> u64 {
+        self.member_id
+    }
+
+    pub fn current_revision(&self) -> i64 {
+        self.read_state().current_rev
+    }
+
+    pub fn compact_revision(&self) -> i64 {
+        self.read_state().compact_rev
+    }
+
+    pub fn applied_index(&self) -> u64 {
+        self.read_state().applied_index
+    }
+
+    /// The granted TTL and attached keys of a lease, if it exists.
+    pub fn lease(&self, id: i64) -> Option<LeaseState> {
+        self.read_state().leases.get(&id).cloned()
+    }
+
+    /// Every lease with its granted TTL.
+    pub fn leases(&self) -> Vec<(i64, i64)> {
+        self.read_state()
+            .leases
+            .iter()
+            .map(|(id, l)| (*id, l.ttl_s))
+            .collect()
+    }
+
+    /// Bytes the data directory takes on disk.
+    pub fn db_size_bytes(&self) -> u64 {
+        fn walk(p: &Path) -> u64 {
+            let Ok(entries) = std::fs::read_dir(p) else {
+                return 0;
+            };
+            entries
+                .flatten()
+                .map(|e| match e.metadata() {
+                    Ok(m) if m.is_dir() => walk(&e.path()),
+                    Ok(m) => m.len(),
+                    Err(_) => 0,
+                })
+                .sum()
+        }
+        walk(&self.path)
+    }
+}
+
+#[cfg(test)]
+mod tests;

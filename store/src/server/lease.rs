@@ -1,0 +1,158 @@
+//! The Lease service: grants and revokes go through apply; keep-alives and time-to-live
+//! read the local lease clocks (`crate::lease::Lessor`).
+
+use std::sync::Arc;
+
+use etcd_client::proto::{
+    PbLeaseGrantRequest, PbLeaseGrantResponse, PbLeaseKeepAliveRequest, PbLeaseKeepAliveResponse,
+    PbLeaseLeasesRequest, PbLeaseLeasesResponse, PbLeaseRevokeRequest, PbLeaseRevokeResponse,
+    PbLeaseService, PbLeaseStatus, PbLeaseTimeToLiveRequest, PbLeaseTimeToLiveResponse,
+};
+use futures::StreamExt;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+
+use super::Node;
+use crate::command::{Command, CommandResult};
+use crate::error::Error;
+use crate::lease::MAX_LEASE_TTL_S;
+
+/// Keep-alive responses buffered per stream before the stream reader waits.
+const KEEPALIVE_BUFFER: usize = 64;
+
+pub struct LeaseService(pub Arc<Node>);
+
+impl LeaseService {
+    /// A random positive lease ID not in use (etcd picks IDs on the proposing member too).
+    fn new_lease_id(&self) -> i64 {
+        loop {
+            let id = (rand::random::<u64>() >> 1) as i64;
+            if id != 0 && self.0.store.lease(id).is_none() {
+                return id;
+            }
+        }
+    }
+}
+
+fn keepalive(node: &Node, id: i64) -> PbLeaseKeepAliveResponse {
+    let header = Some(node.header(node.store.current_revision()));
+    match node.store.lease(id) {
+        Some(l) => {
+            node.lessor.renew(id, l.ttl_s);
+            PbLeaseKeepAliveResponse {
+                header,
+                id,
+                ttl: l.ttl_s,
+            }
+        }
+        // etcd answers a keep-alive for an unknown lease with TTL 0 rather than an error.
+        None => PbLeaseKeepAliveResponse { header, id, ttl: 0 },
+    }
+}
+
+#[tonic::async_trait]
+impl PbLeaseService for LeaseService {
+    async fn lease_grant(
+        &self,
+        req: Request<PbLeaseGrantRequest>,
+    ) -> Result<Response<PbLeaseGrantResponse>, Status> {
+        let mut req = req.into_inner();
+        if req.ttl > MAX_LEASE_TTL_S {
+            return Err(Error::LeaseTtlTooLarge.into());
+        }
+        if req.id == 0 {
+            req.id = self.new_lease_id();
+        }
+        req.ttl = req.ttl.max(self.0.config.min_lease_ttl_s());
+        match self.0.propose(Command::LeaseGrant(req)).await? {
+            CommandResult::LeaseGrant(mut resp) => {
+                self.0.fill(&mut resp.header);
+                Ok(Response::new(resp))
+            }
+            other => Err(Status::internal(format!(
+                "unexpected apply result {other:?}"
+            ))),
+        }
+    }
+
+    async fn lease_revoke(
+        &self,
+        req: Request<PbLeaseRevokeRequest>,
+    ) -> Result<Response<PbLeaseRevokeResponse>, Status> {
+        match self
+            .0
+            .propose(Command::LeaseRevoke(req.into_inner()))
+            .await?
+        {
+            CommandResult::LeaseRevoke(mut resp) => {
+                self.0.fill(&mut resp.header);
+                Ok(Response::new(resp))
+            }
+            other => Err(Status::internal(format!(
+                "unexpected apply result {other:?}"
+            ))),
+        }
+    }
+
+    type LeaseKeepAliveStream = ReceiverStream<Result<PbLeaseKeepAliveResponse, Status>>;
+
+    async fn lease_keep_alive(
+        &self,
+        req: Request<Streaming<PbLeaseKeepAliveRequest>>,
+    ) -> Result<Response<Self::LeaseKeepAliveStream>, Status> {
+        let mut input = req.into_inner();
+        let (tx, rx) = mpsc::channel(KEEPALIVE_BUFFER);
+        let node = self.0.clone();
+        tokio::spawn(async move {
+            while let Some(msg) = input.next().await {
+                let Ok(msg) = msg else { break };
+                if tx.send(Ok(keepalive(&node, msg.id))).await.is_err() {
+                    break;
+                }
+            }
+        });
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+
+    async fn lease_time_to_live(
+        &self,
+        req: Request<PbLeaseTimeToLiveRequest>,
+    ) -> Result<Response<PbLeaseTimeToLiveResponse>, Status> {
+        let req = req.into_inner();
+        let lease = self.0.store.lease(req.id).ok_or(Error::LeaseNotFound)?;
+        let remaining = self
+            .0
+            .lessor
+            .remaining(req.id)
+            .map(|d| d.as_secs() as i64)
+            .unwrap_or(lease.ttl_s);
+        Ok(Response::new(PbLeaseTimeToLiveResponse {
+            header: Some(self.0.header(self.0.store.current_revision())),
+            id: req.id,
+            ttl: remaining,
+            granted_ttl: lease.ttl_s,
+            keys: if req.keys {
+                lease.keys.into_iter().collect()
+            } else {
+                Vec::new()
+            },
+        }))
+    }
+
+    async fn lease_leases(
+        &self,
+        _req: Request<PbLeaseLeasesRequest>,
+    ) -> Result<Response<PbLeaseLeasesResponse>, Status> {
+        Ok(Response::new(PbLeaseLeasesResponse {
+            header: Some(self.0.header(self.0.store.current_revision())),
+            leases: self
+                .0
+                .store
+                .leases()
+                .into_iter()
+                .map(|(id, _)| PbLeaseStatus { id })
+                .collect(),
+        }))
+    }
+}

@@ -1,0 +1,149 @@
+//! The Watch service: one task per stream reads create, cancel and progress requests and
+//! registers watchers with the hub; all responses of the stream go through one bounded
+//! channel, so a created response always precedes the watch's events.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use etcd_client::proto::{PbWatchRequest, PbWatchRequestUnion, PbWatchResponse, PbWatchService};
+use futures::StreamExt;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+
+use super::Node;
+use crate::watch::{Registered, WatchItem, WatchSpec, WatcherKey};
+
+/// Responses buffered per stream; when full, the stream's watchers fall back to history.
+const STREAM_BUFFER: usize = 1024;
+/// Most watches one stream may hold.
+const MAX_WATCHES_PER_STREAM: usize = 100_000;
+// rpc.proto WatchCreateRequest.FilterType.
+const FILTER_NOPUT: i32 = 0;
+const FILTER_NODELETE: i32 = 1;
+
+pub struct WatchService(pub Arc<Node>);
+
+#[tonic::async_trait]
+impl PbWatchService for WatchService {
+    type WatchStream = ReceiverStream<WatchItem>;
+
+    async fn watch(
+        &self,
+        req: Request<Streaming<PbWatchRequest>>,
+    ) -> Result<Response<Self::WatchStream>, Status> {
+        let (tx, rx) = mpsc::channel(STREAM_BUFFER);
+        tokio::spawn(serve_stream(self.0.clone(), req.into_inner(), tx));
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+}
+
+async fn serve_stream(
+    node: Arc<Node>,
+    mut input: Streaming<PbWatchRequest>,
+    tx: mpsc::Sender<WatchItem>,
+) {
+    let mut watches: HashMap<i64, WatcherKey> = HashMap::new();
+    let mut next_id: i64 = 0;
+    while let Some(msg) = input.next().await {
+        let Ok(msg) = msg else { break };
+        let sent = match msg.request_union {
+            Some(PbWatchRequestUnion::CreateRequest(c)) => {
+                let requested = c.watch_id;
+                let id = if requested != 0 {
+                    requested
+                } else {
+                    while watches.contains_key(&next_id) {
+                        next_id += 1;
+                    }
+                    next_id
+                };
+                let current = node.hub.published_revision();
+                if watches.contains_key(&id) || watches.len() >= MAX_WATCHES_PER_STREAM {
+                    let reason = if watches.contains_key(&id) {
+                        "mvcc: duplicate watch ID provided on the WatchStream"
+                    } else {
+                        "etcdserver: too many watches on one stream"
+                    };
+                    let resp = PbWatchResponse {
+                        header: Some(node.header(current)),
+                        watch_id: id,
+                        created: true,
+                        canceled: true,
+                        cancel_reason: reason.into(),
+                        ..Default::default()
+                    };
+                    tx.send(Ok(resp)).await.is_ok()
+                } else {
+                    let spec = WatchSpec {
+                        watch_id: id,
+                        key: c.key,
+                        range_end: c.range_end,
+                        start_revision: c.start_revision,
+                        prev_kv: c.prev_kv,
+                        no_put: c.filters.contains(&FILTER_NOPUT),
+                        no_delete: c.filters.contains(&FILTER_NODELETE),
+                        progress_notify: c.progress_notify,
+                        fragment: c.fragment,
+                    };
+                    let created = PbWatchResponse {
+                        header: Some(node.header(current)),
+                        watch_id: id,
+                        created: true,
+                        ..Default::default()
+                    };
+                    if tx.send(Ok(created)).await.is_err() {
+                        break;
+                    }
+                    match node.hub.register(spec, tx.clone()) {
+                        Registered::Watching(key) => {
+                            watches.insert(id, key);
+                            true
+                        }
+                        Registered::Compacted { compact_revision } => {
+                            let resp = PbWatchResponse {
+                                header: Some(node.header(current)),
+                                watch_id: id,
+                                compact_revision,
+                                canceled: true,
+                                ..Default::default()
+                            };
+                            tx.send(Ok(resp)).await.is_ok()
+                        }
+                    }
+                }
+            }
+            Some(PbWatchRequestUnion::CancelRequest(c)) => match watches.remove(&c.watch_id) {
+                Some(key) => {
+                    node.hub.cancel(key);
+                    let resp = PbWatchResponse {
+                        header: Some(node.header(node.hub.published_revision())),
+                        watch_id: c.watch_id,
+                        canceled: true,
+                        ..Default::default()
+                    };
+                    tx.send(Ok(resp)).await.is_ok()
+                }
+                None => true,
+            },
+            Some(PbWatchRequestUnion::ProgressRequest(_)) => {
+                // Only claim a revision every watch of this stream has fully received.
+                let keys: Vec<WatcherKey> = watches.values().copied().collect();
+                let rev = node.hub.progress_revision(&keys);
+                let resp = PbWatchResponse {
+                    header: Some(node.header(rev)),
+                    watch_id: -1,
+                    ..Default::default()
+                };
+                tx.send(Ok(resp)).await.is_ok()
+            }
+            None => true,
+        };
+        if !sent {
+            break;
+        }
+    }
+    for key in watches.into_values() {
+        node.hub.cancel(key);
+    }
+}

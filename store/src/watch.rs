@@ -1,0 +1,447 @@
+//! The watch hub: the one fan-out point fed by applied events.
+//!
+//! Every watcher has `next_rev`, the first revision it has not been sent. A *synced*
+//! watcher gets events straight from [`WatchHub::publish`]; a watcher that starts in the
+//! past, or whose stream's bounded buffer is full, is *unsynced* and served from MVCC
+//! history by the catch-up task until it reaches the published revision. Sends never
+//! block: a slow client only slows itself. Every send happens under the hub lock, so no
+//! event is sent after a cancel, none twice and none out of order.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use etcd_client::proto::{PbEvent, PbResponseHeader, PbWatchResponse};
+use prost::Message;
+use tokio::sync::{Notify, mpsc};
+
+use crate::error::Error;
+use crate::mvcc::{ApplyOutput, MvccStore};
+
+/// What a stream's output channel carries.
+pub type WatchItem = Result<PbWatchResponse, tonic::Status>;
+
+/// Most revisions read from history in one catch-up step (bounds memory per step).
+const CATCH_UP_REVISIONS: i64 = 256;
+/// How often the catch-up task looks at unsynced watchers even without a nudge.
+const CATCH_UP_PERIOD: Duration = Duration::from_millis(20);
+
+/// What a client asked to watch.
+#[derive(Debug, Clone)]
+pub struct WatchSpec {
+    pub watch_id: i64,
+    pub key: Vec<u8>,
+    pub range_end: Vec<u8>,
+    /// First revision wanted; 0 means "from the next write".
+    pub start_revision: i64,
+    pub prev_kv: bool,
+    pub no_put: bool,
+    pub no_delete: bool,
+    pub progress_notify: bool,
+    pub fragment: bool,
+}
+
+struct Watcher {
+    spec: WatchSpec,
+    next_rev: i64,
+    synced: bool,
+    tx: mpsc::Sender<WatchItem>,
+}
+
+#[derive(Default)]
+struct Inner {
+    watchers: HashMap<u64, Watcher>,
+    next_key: u64,
+    published_rev: i64,
+}
+
+/// Identifies a registered watcher inside the hub.
+pub type WatcherKey = u64;
+
+/// Fills response headers with this member's identity.
+pub trait HeaderSource: Send + Sync {
+    fn header(&self, revision: i64) -> PbResponseHeader;
+}
+
+pub struct WatchHub {
+    store: Arc<MvccStore>,
+    headers: Arc<dyn HeaderSource>,
+    inner: Mutex<Inner>,
+    wake: Notify,
+    prev_kv_watchers: AtomicUsize,
+    max_response_bytes: usize,
+}
+
+/// Outcome of registering a watch.
+pub enum Registered {
+    Watching(WatcherKey),
+    /// The start revision is compacted; the watch was not created.
+    Compacted {
+        compact_revision: i64,
+    },
+}
+
+impl WatchHub {
+    pub fn new(
+        store: Arc<MvccStore>,
+        headers: Arc<dyn HeaderSource>,
+        max_response_bytes: usize,
+    ) -> Arc<WatchHub> {
+        let published_rev = store.current_revision();
+        Arc::new(WatchHub {
+            store,
+            headers,
+            inner: Mutex::new(Inner {
+                published_rev,
+                ..Default::default()
+            }),
+            wake: Notify::new(),
+            prev_kv_watchers: AtomicUsize::new(0),
+            max_response_bytes,
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Whether apply should attach previous values to events.
+    pub fn wants_prev_kv(&self) -> bool {
+        self.prev_kv_watchers.load(Ordering::Relaxed) > 0
+    }
+
+    pub fn published_revision(&self) -> i64 {
+        self.lock().published_rev
+    }
+
+    pub fn watcher_count(&self) -> usize {
+        self.lock().watchers.len()
+    }
+
+    /// Registers a watch whose responses go to `tx`.
+    pub fn register(&self, spec: WatchSpec, tx: mpsc::Sender<WatchItem>) -> Registered {
+        let mut inner = self.lock();
+        let compact = self.store.compact_revision();
+        if spec.start_revision != 0 && spec.start_revision < compact {
+            return Registered::Compacted {
+                compact_revision: compact,
+            };
+        }
+        let (next_rev, synced) =
+            if spec.start_revision == 0 || spec.start_revision > inner.published_rev {
+                (spec.start_revision.max(inner.published_rev + 1), true)
+            } else {
+                (spec.start_revision, false)
+            };
+        if spec.prev_kv {
+            self.prev_kv_watchers.fetch_add(1, Ordering::Relaxed);
+        }
+        let key = inner.next_key;
+        inner.next_key += 1;
+        inner.watchers.insert(
+            key,
+            Watcher {
+                spec,
+                next_rev,
+                synced,
+                tx,
+            },
+        );
+        drop(inner);
+        if !synced {
+            self.wake.notify_one();
+        }
+        Registered::Watching(key)
+    }
+
+    /// Removes a watcher; nothing is sent for it afterwards.
+    pub fn cancel(&self, key: WatcherKey) -> bool {
+        let removed = self.lock().watchers.remove(&key);
+        if let Some(w) = &removed {
+            if w.spec.prev_kv {
+                self.prev_kv_watchers.fetch_sub(1, Ordering::Relaxed);
+            }
+        }
+        removed.is_some()
+    }
+
+    /// Delivers the events of an applied batch (in revision order) to synced watchers.
+    pub fn publish(&self, outputs: &[ApplyOutput]) {
+        let Some(last) = outputs.last() else {
+            return;
+        };
+        let mut inner = self.lock();
+        let mut closed = Vec::new();
+        let mut lagging = false;
+        for (key, w) in inner.watchers.iter_mut() {
+            if !w.synced {
+                continue;
+            }
+            let mut events = Vec::new();
+            let mut first_rev = None;
+            for out in outputs {
+                if out.events.is_empty() || out.revision < w.next_rev {
+                    continue;
+                }
+                let before = events.len();
+                select_events(&w.spec, &out.events, &mut events);
+                if events.len() > before && first_rev.is_none() {
+                    first_rev = Some(out.revision);
+                }
+            }
+            if !events.is_empty() {
+                let resp = self.event_response(w.spec.watch_id, last.revision, events);
+                match send_all(&w.tx, self.split(&w.spec, resp)) {
+                    SendOutcome::Sent => {}
+                    SendOutcome::Full => {
+                        // Fall back to history from the first revision not delivered.
+                        w.synced = false;
+                        w.next_rev = first_rev.unwrap_or(w.next_rev);
+                        lagging = true;
+                        continue;
+                    }
+                    SendOutcome::Closed => {
+                        closed.push(*key);
+                        continue;
+                    }
+                }
+            }
+            w.next_rev = w.next_rev.max(last.revision + 1);
+        }
+        inner.published_rev = inner.published_rev.max(last.revision);
+        for key in closed {
+            if let Some(w) = inner.watchers.remove(&key) {
+                if w.spec.prev_kv {
+                    self.prev_kv_watchers.fetch_sub(1, Ordering::Relaxed);
+                }
+            }
+        }
+        drop(inner);
+        if lagging {
+            self.wake.notify_one();
+        }
+    }
+
+    fn event_response(
+        &self,
+        watch_id: i64,
+        revision: i64,
+        events: Vec<PbEvent>,
+    ) -> PbWatchResponse {
+        PbWatchResponse {
+            header: Some(self.headers.header(revision)),
+            watch_id,
+            events,
+            ..Default::default()
+        }
+    }
+
+    /// Splits a response into fragments no larger than the request limit, when the watch
+    /// asked for fragmentation.
+    fn split(&self, spec: &WatchSpec, resp: PbWatchResponse) -> Vec<PbWatchResponse> {
+        if !spec.fragment || resp.encoded_len() <= self.max_response_bytes || resp.events.len() < 2
+        {
+            return vec![resp];
+        }
+        let mut parts = Vec::new();
+        let mut current = PbWatchResponse {
+            events: Vec::new(),
+            ..resp.clone()
+        };
+        let mut size = 0;
+        for ev in resp.events {
+            let len = ev.encoded_len();
+            if size + len > self.max_response_bytes && !current.events.is_empty() {
+                let next = PbWatchResponse {
+                    events: Vec::new(),
+                    ..current.clone()
+                };
+                parts.push(std::mem::replace(&mut current, next));
+                size = 0;
+            }
+            size += len;
+            current.events.push(ev);
+        }
+        parts.push(current);
+        let n = parts.len();
+        for (i, p) in parts.iter_mut().enumerate() {
+            p.fragment = i + 1 < n;
+        }
+        parts
+    }
+
+    /// Serves unsynced watchers from history until they reach the published revision.
+    pub async fn run_catch_up(self: Arc<Self>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+        loop {
+            tokio::select! {
+                _ = self.wake.notified() => {}
+                _ = tokio::time::sleep(CATCH_UP_PERIOD) => {}
+                _ = shutdown.changed() => return,
+            }
+            let unsynced: Vec<WatcherKey> = {
+                let inner = self.lock();
+                inner
+                    .watchers
+                    .iter()
+                    .filter(|(_, w)| !w.synced)
+                    .map(|(k, _)| *k)
+                    .collect()
+            };
+            for key in unsynced {
+                self.catch_up(key);
+            }
+            if self.lock().watchers.values().any(|w| !w.synced) {
+                tokio::task::yield_now().await;
+            }
+        }
+    }
+
+    /// Moves one watcher forward through history, a bounded number of steps at a time.
+    fn catch_up(&self, key: WatcherKey) {
+        for _ in 0..8 {
+            let (spec, from, target) = {
+                let mut inner = self.lock();
+                let published = inner.published_rev;
+                let Some(w) = inner.watchers.get_mut(&key) else {
+                    return;
+                };
+                if w.next_rev > published {
+                    w.synced = true;
+                    return;
+                }
+                (w.spec.clone(), w.next_rev, published)
+            };
+            let read = self.store.history(
+                &spec.key,
+                &spec.range_end,
+                from,
+                target,
+                CATCH_UP_REVISIONS,
+                spec.prev_kv,
+            );
+            let mut inner = self.lock();
+            let Some(w) = inner.watchers.get_mut(&key) else {
+                return;
+            };
+            if w.next_rev != from {
+                return;
+            }
+            match read {
+                Ok((all, last)) => {
+                    let mut events = Vec::new();
+                    select_events(&spec, &all, &mut events);
+                    if !events.is_empty() {
+                        let resp = self.event_response(spec.watch_id, last, events);
+                        match send_all(&w.tx, self.split(&spec, resp)) {
+                            SendOutcome::Sent => {}
+                            SendOutcome::Full => return,
+                            SendOutcome::Closed => {
+                                drop(inner);
+                                self.cancel(key);
+                                return;
+                            }
+                        }
+                    }
+                    w.next_rev = last + 1;
+                }
+                Err(Error::Compacted) => {
+                    let resp = PbWatchResponse {
+                        header: Some(self.headers.header(target)),
+                        watch_id: spec.watch_id,
+                        compact_revision: self.store.compact_revision(),
+                        canceled: true,
+                        ..Default::default()
+                    };
+                    if let SendOutcome::Full = send_all(&w.tx, vec![resp]) {
+                        return;
+                    }
+                    drop(inner);
+                    self.cancel(key);
+                    return;
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "watch catch-up failed to read history");
+                    let _ = w.tx.try_send(Err(e.into()));
+                    drop(inner);
+                    self.cancel(key);
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Sends a progress notification to every synced watcher that asked for them.
+    pub fn notify_progress(&self) {
+        let inner = self.lock();
+        let rev = inner.published_rev;
+        for w in inner.watchers.values() {
+            if w.synced && w.spec.progress_notify {
+                let resp = PbWatchResponse {
+                    header: Some(self.headers.header(rev)),
+                    watch_id: w.spec.watch_id,
+                    ..Default::default()
+                };
+                let _ = w.tx.try_send(Ok(resp));
+            }
+        }
+    }
+}
+
+enum SendOutcome {
+    Sent,
+    Full,
+    Closed,
+}
+
+/// Sends all parts or none: the permits are taken together.
+fn send_all(tx: &mpsc::Sender<WatchItem>, parts: Vec<PbWatchResponse>) -> SendOutcome {
+    match tx.try_reserve_many(parts.len()) {
+        Ok(permits) => {
+            for (permit, part) in permits.zip(parts) {
+                permit.send(Ok(part));
+            }
+            SendOutcome::Sent
+        }
+        Err(mpsc::error::TrySendError::Full(())) => SendOutcome::Full,
+        Err(mpsc::error::TrySendError::Closed(())) => SendOutcome::Closed,
+    }
+}
+
+/// Appends the events of `all` that the watch selects (range and filters), trimming
+/// prev_kv when it was not asked for.
+fn select_events(spec: &WatchSpec, all: &[PbEvent], out: &mut Vec<PbEvent>) {
+    for ev in all {
+        let Some(kv) = &ev.kv else { continue };
+        if !crate::mvcc::in_range(&kv.key, &spec.key, &spec.range_end) {
+            continue;
+        }
+        let is_put = ev.r#type == crate::mvcc::EVENT_PUT;
+        if (is_put && spec.no_put) || (!is_put && spec.no_delete) {
+            continue;
+        }
+        let mut ev = ev.clone();
+        if !spec.prev_kv {
+            ev.prev_kv = None;
+        }
+        out.push(ev);
+    }
+}
+
+impl WatchHub {
+    /// The highest revision that every watcher in `keys` has been sent everything up to:
+    /// what a progress response may promise without overtaking queued events.
+    pub fn progress_revision(&self, keys: &[WatcherKey]) -> i64 {
+        let inner = self.lock();
+        keys.iter()
+            .filter_map(|k| inner.watchers.get(k))
+            .map(|w| {
+                if w.synced {
+                    inner.published_rev
+                } else {
+                    w.next_rev - 1
+                }
+            })
+            .fold(inner.published_rev, i64::min)
+    }
+}
