@@ -19,6 +19,22 @@ pub struct ServeArgs {
     /// URL advertised to clients (defaults to the listen URL).
     #[arg(long)]
     pub advertise_client_urls: Option<String>,
+    /// URL for peer traffic. Accepted for etcd compatibility; one member needs no peers yet.
+    #[arg(long)]
+    pub listen_peer_urls: Option<String>,
+    /// Peer URL advertised to the cluster.
+    #[arg(long)]
+    pub initial_advertise_peer_urls: Option<String>,
+    /// `name=peerURL,...` of the initial members. Only a one-member cluster is supported
+    /// until Raft replication lands.
+    #[arg(long)]
+    pub initial_cluster: Option<String>,
+    /// `new` or `existing`.
+    #[arg(long, default_value = "new")]
+    pub initial_cluster_state: String,
+    /// Token that keeps separate clusters apart.
+    #[arg(long, default_value = "etcd-cluster")]
+    pub initial_cluster_token: String,
     /// Largest request accepted, in bytes (etcd's default: 1.5 MiB).
     #[arg(long, default_value_t = 1536 * 1024)]
     pub max_request_bytes: usize,
@@ -48,6 +64,25 @@ impl ServeArgs {
                 .next()
                 .unwrap_or_default(),
         )
+    }
+
+    /// Refuses flag combinations this version cannot honour, with a message saying why.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        if let Some(cluster) = &self.initial_cluster {
+            let members = cluster.split(',').filter(|m| !m.trim().is_empty()).count();
+            if members > 1 {
+                anyhow::bail!(
+                    "--initial-cluster lists {members} members, but this kvstore version runs a single member (Raft replication is not built yet)"
+                );
+            }
+        }
+        if self.initial_cluster_state != "new" && self.initial_cluster_state != "existing" {
+            anyhow::bail!(
+                "--initial-cluster-state must be new or existing, not {:?}",
+                self.initial_cluster_state
+            );
+        }
+        Ok(())
     }
 
     /// Smallest lease TTL granted, in seconds: ceil(1.5 × election timeout), as etcd does.

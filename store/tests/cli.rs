@@ -2,9 +2,8 @@
 //!
 //! Each test starts its own single-member server on free ports in a temporary data
 //! directory (so tests run in parallel) and drives the built `kvstore` binary with
-//! `--endpoints`. The server is real etcd (`etcd` on PATH) by default; set
-//! `KVSTORE_CLI_TEST_SERVER=kvstore` to run the same assertions against
-//! `kvstore serve`, which takes etcd's flags.
+//! `--endpoints`. Every test runs twice: against real etcd 3.4 (which proves the test's
+//! expectations are etcd's) and against `kvstore serve`, started with the same etcd flags.
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
@@ -39,12 +38,11 @@ impl Drop for Server {
 }
 
 impl Server {
-    fn start() -> Server {
+    fn start(which: &str) -> Server {
         let dir = tempfile::tempdir().unwrap();
         let (client, peer) = (free_port(), free_port());
         let client_url = format!("http://127.0.0.1:{client}");
         let peer_url = format!("http://127.0.0.1:{peer}");
-        let which = std::env::var("KVSTORE_CLI_TEST_SERVER").unwrap_or_else(|_| "etcd".into());
         let mut cmd = if which == "kvstore" {
             let mut c = Command::new(BIN);
             c.arg("serve");
@@ -155,9 +153,8 @@ impl Server {
     }
 }
 
-#[test]
-fn put_get_del() {
-    let s = Server::start();
+fn put_get_del(backend: &str) {
+    let s = Server::start(backend);
     assert_eq!(s.ok(&["put", "foo", "bar"]), "OK\n");
     assert_eq!(s.ok(&["get", "foo"]), "foo\nbar\n");
     let rev_bar = s.revision();
@@ -269,9 +266,8 @@ fn put_get_del() {
     assert!(e.contains("table not supported"), "{e}");
 }
 
-#[test]
-fn txn_both_branches() {
-    let s = Server::start();
+fn txn_both_branches(backend: &str) {
+    let s = Server::start(backend);
     s.ok(&["put", "k1", "v1"]);
     let success =
         "mod(\"k1\") > \"0\"\nvalue(\"k1\") = \"v1\"\n\nput k2 v2\nget k1\n\nput k3 v3\n\n";
@@ -326,9 +322,8 @@ fn txn_both_branches() {
     assert!(e.contains("duplicate key"), "{e}");
 }
 
-#[test]
-fn watch_prints_events() {
-    let s = Server::start();
+fn watch_prints_events(backend: &str) {
+    let s = Server::start(backend);
     let start = s.revision() + 1;
     let mut child = s
         .command(&[
@@ -377,9 +372,8 @@ fn watch_prints_events() {
     assert!(rx.recv_timeout(Duration::from_millis(300)).is_err());
 }
 
-#[test]
-fn leases() {
-    let s = Server::start();
+fn leases(backend: &str) {
+    let s = Server::start(backend);
     let out = s.ok(&["lease", "grant", "100"]);
     let words: Vec<&str> = out.split_whitespace().collect();
     assert_eq!(words[0], "lease");
@@ -451,9 +445,8 @@ fn leases() {
     assert!(e.contains("requested lease not found"), "{e}");
 }
 
-#[test]
-fn endpoint_status_health_and_compaction() {
-    let s = Server::start();
+fn endpoint_status_health_and_compaction(backend: &str) {
+    let s = Server::start(backend);
     let status = s.ok(&["endpoint", "status"]);
     let fields: Vec<&str> = status.trim_end().split(", ").collect();
     assert_eq!(fields[0], s.endpoint, "{status}");
@@ -550,3 +543,27 @@ fn unreachable_endpoint_fails_cleanly() {
         "{e}"
     );
 }
+
+/// Every test body runs against real etcd (which validates the test) and against kvstore.
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[test]
+            fn etcd() {
+                super::$name("etcd")
+            }
+            #[test]
+            fn kvstore() {
+                super::$name("kvstore")
+            }
+        }
+    )*};
+}
+
+on_both_backends!(
+    put_get_del,
+    txn_both_branches,
+    watch_prints_events,
+    leases,
+    endpoint_status_health_and_compaction
+);

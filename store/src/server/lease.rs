@@ -120,7 +120,16 @@ impl PbLeaseService for LeaseService {
         req: Request<PbLeaseTimeToLiveRequest>,
     ) -> Result<Response<PbLeaseTimeToLiveResponse>, Status> {
         let req = req.into_inner();
-        let lease = self.0.store.lease(req.id).ok_or(Error::LeaseNotFound)?;
+        let header = Some(self.0.header(self.0.store.current_revision()));
+        let Some(lease) = self.0.store.lease(req.id) else {
+            // etcd answers an unknown (expired or revoked) lease with TTL -1, not an error.
+            return Ok(Response::new(PbLeaseTimeToLiveResponse {
+                header,
+                id: req.id,
+                ttl: -1,
+                ..Default::default()
+            }));
+        };
         let remaining = self
             .0
             .lessor
@@ -128,7 +137,7 @@ impl PbLeaseService for LeaseService {
             .map(|d| d.as_secs() as i64)
             .unwrap_or(lease.ttl_s);
         Ok(Response::new(PbLeaseTimeToLiveResponse {
-            header: Some(self.0.header(self.0.store.current_revision())),
+            header,
             id: req.id,
             ttl: remaining,
             granted_ttl: lease.ttl_s,

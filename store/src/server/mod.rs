@@ -105,6 +105,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
 
+    args.validate()?;
     let addr = args.client_addr()?;
     let listener = tokio::net::TcpListener::bind(addr)
         .await
