@@ -158,10 +158,10 @@ impl WatchHub {
     /// Removes a watcher; nothing is sent for it afterwards.
     pub fn cancel(&self, key: WatcherKey) -> bool {
         let removed = self.lock().watchers.remove(&key);
-        if let Some(w) = &removed {
-            if w.spec.prev_kv {
-                self.prev_kv_watchers.fetch_sub(1, Ordering::Relaxed);
-            }
+        if let Some(w) = &removed
+            && w.spec.prev_kv
+        {
+            self.prev_kv_watchers.fetch_sub(1, Ordering::Relaxed);
         }
         removed.is_some()
     }
@@ -211,10 +211,10 @@ impl WatchHub {
         }
         inner.published_rev = inner.published_rev.max(last.revision);
         for key in closed {
-            if let Some(w) = inner.watchers.remove(&key) {
-                if w.spec.prev_kv {
-                    self.prev_kv_watchers.fetch_sub(1, Ordering::Relaxed);
-                }
+            if let Some(w) = inner.watchers.remove(&key)
+                && w.spec.prev_kv
+            {
+                self.prev_kv_watchers.fetch_sub(1, Ordering::Relaxed);
             }
         }
         drop(inner);

@@ -219,16 +219,8 @@ impl<'a> Ctx<'a> {
             value,
             lease,
         };
-        if old_lease != 0 {
-            if let Some(l) = self.state.leases.get_mut(&old_lease) {
-                l.keys.remove(&req.key);
-            }
-        }
-        if lease != 0 {
-            if let Some(l) = self.state.leases.get_mut(&lease) {
-                l.keys.insert(req.key.clone());
-            }
-        }
+        self.state.detach(old_lease, &req.key);
+        self.state.attach(lease, &req.key);
         self.batch
             .put_cf(self.cf(CF_KV)?, rev.to_key(), encode_entry(&kv, false));
         self.pending.insert(rev, kv.clone());
@@ -252,12 +244,8 @@ impl<'a> Ctx<'a> {
             let key = old.key.clone();
             if let Some(hist) = self.state.index.get_mut(&key) {
                 hist.revs.push((rev, true));
-                if hist.lease != 0 {
-                    if let Some(l) = self.state.leases.get_mut(&hist.lease) {
-                        l.keys.remove(&key);
-                    }
-                }
-                hist.lease = 0;
+                let lease = std::mem::take(&mut hist.lease);
+                self.state.detach(lease, &key);
             }
             let tomb = PbKeyValue {
                 key,
@@ -337,10 +325,8 @@ impl<'a> Ctx<'a> {
         for op in ops {
             match &op.request {
                 Some(PbTxnOpRequest::RequestPut(p)) => self.check_put(p)?,
-                Some(PbTxnOpRequest::RequestRange(r)) => {
-                    if r.revision != 0 {
-                        resolve_revision(self.state, r.revision, self.state.current_rev)?;
-                    }
+                Some(PbTxnOpRequest::RequestRange(r)) if r.revision != 0 => {
+                    resolve_revision(self.state, r.revision, self.state.current_rev)?;
                 }
                 Some(PbTxnOpRequest::RequestTxn(nested)) => self.check_path(nested, path, at)?,
                 _ => {}

@@ -42,6 +42,22 @@ pub struct State {
     pub leases: BTreeMap<i64, LeaseState>,
 }
 
+impl State {
+    /// Detaches `key` from `lease` (no-op for lease 0 or an unknown lease).
+    fn detach(&mut self, lease: i64, key: &[u8]) {
+        if let Some(l) = self.leases.get_mut(&lease) {
+            l.keys.remove(key);
+        }
+    }
+
+    /// Attaches `key` to `lease` (no-op for lease 0 or an unknown lease).
+    fn attach(&mut self, lease: i64, key: &[u8]) {
+        if let Some(l) = self.leases.get_mut(&lease) {
+            l.keys.insert(key.to_vec());
+        }
+    }
+}
+
 /// The store: RocksDB plus the in-memory index and lease table rebuilt from it.
 pub struct MvccStore {
     db: DB,
@@ -136,10 +152,10 @@ impl MvccStore {
             );
         }
         for (key, hist) in &state.index {
-            if hist.live().is_some() && hist.lease != 0 {
-                if let Some(lease) = state.leases.get_mut(&hist.lease) {
-                    lease.keys.insert(key.clone());
-                }
+            if hist.live().is_some()
+                && let Some(lease) = state.leases.get_mut(&hist.lease)
+            {
+                lease.keys.insert(key.clone());
             }
         }
         *self

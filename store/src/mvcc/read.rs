@@ -22,9 +22,12 @@ const TARGET_VALUE: i32 = 4;
 pub const EVENT_PUT: i32 = 0;
 pub const EVENT_DELETE: i32 = 1;
 
+/// Lower and upper bound of a key range, as `BTreeMap::range` takes them.
+pub type KeyBounds<'a> = (Bound<&'a [u8]>, Bound<&'a [u8]>);
+
 /// A key range as etcd spells it: empty `end` is the single key, `"\0"` is every key from
 /// `key` on, anything else is the half-open range `[key, end)`.
-pub fn key_bounds<'a>(key: &'a [u8], end: &'a [u8]) -> Option<(Bound<&'a [u8]>, Bound<&'a [u8]>)> {
+pub fn key_bounds<'a>(key: &'a [u8], end: &'a [u8]) -> Option<KeyBounds<'a>> {
     if end.is_empty() {
         return Some((Bound::Included(key), Bound::Included(key)));
     }
