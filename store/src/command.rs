@@ -44,6 +44,53 @@ const TAG_COMPACT: u8 = 4;
 const TAG_LEASE_GRANT: u8 = 5;
 const TAG_LEASE_REVOKE: u8 = 6;
 
+impl CommandResult {
+    /// Encodes the result as a tag byte and the protobuf body (how it crosses members).
+    pub fn encode(&self) -> Vec<u8> {
+        let (tag, body) = match self {
+            CommandResult::Put(r) => (TAG_PUT, r.encode_to_vec()),
+            CommandResult::DeleteRange(r) => (TAG_DELETE_RANGE, r.encode_to_vec()),
+            CommandResult::Txn(r) => (TAG_TXN, r.encode_to_vec()),
+            CommandResult::Compact(r) => (TAG_COMPACT, r.encode_to_vec()),
+            CommandResult::LeaseGrant(r) => (TAG_LEASE_GRANT, r.encode_to_vec()),
+            CommandResult::LeaseRevoke(r) => (TAG_LEASE_REVOKE, r.encode_to_vec()),
+        };
+        let mut out = Vec::with_capacity(body.len() + 1);
+        out.push(tag);
+        out.extend_from_slice(&body);
+        out
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<CommandResult> {
+        let (&tag, body) = bytes
+            .split_first()
+            .ok_or_else(|| Error::Corrupt("empty command result".into()))?;
+        Ok(match tag {
+            TAG_PUT => CommandResult::Put(PbPutResponse::decode(body)?),
+            TAG_DELETE_RANGE => CommandResult::DeleteRange(PbDeleteResponse::decode(body)?),
+            TAG_TXN => CommandResult::Txn(PbTxnResponse::decode(body)?),
+            TAG_COMPACT => CommandResult::Compact(PbCompactionResponse::decode(body)?),
+            TAG_LEASE_GRANT => CommandResult::LeaseGrant(PbLeaseGrantResponse::decode(body)?),
+            TAG_LEASE_REVOKE => CommandResult::LeaseRevoke(PbLeaseRevokeResponse::decode(body)?),
+            other => return Err(Error::Corrupt(format!("unknown result tag {other}"))),
+        })
+    }
+}
+
+// Results cross members inside Raft responses; they travel in their protobuf encoding.
+impl serde::Serialize for CommandResult {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        serde::Serialize::serialize(&self.encode(), s)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for CommandResult {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let bytes: Vec<u8> = serde::Deserialize::deserialize(d)?;
+        CommandResult::decode(&bytes).map_err(serde::de::Error::custom)
+    }
+}
+
 impl Command {
     /// Encodes the command as a tag byte and the protobuf body.
     pub fn encode(&self) -> Vec<u8> {

@@ -19,14 +19,13 @@ pub struct ServeArgs {
     /// URL advertised to clients (defaults to the listen URL).
     #[arg(long)]
     pub advertise_client_urls: Option<String>,
-    /// URL for peer traffic. Accepted for etcd compatibility; one member needs no peers yet.
+    /// URL to serve peers (Raft traffic) on; a one-member cluster may omit it.
     #[arg(long)]
     pub listen_peer_urls: Option<String>,
     /// Peer URL advertised to the cluster.
     #[arg(long)]
     pub initial_advertise_peer_urls: Option<String>,
-    /// `name=peerURL,...` of the initial members. Only a one-member cluster is supported
-    /// until Raft replication lands.
+    /// `name=peerURL,...` of the initial members (default: this member alone).
     #[arg(long)]
     pub initial_cluster: Option<String>,
     /// `new` or `existing`.
@@ -35,16 +34,19 @@ pub struct ServeArgs {
     /// Token that keeps separate clusters apart.
     #[arg(long, default_value = "etcd-cluster")]
     pub initial_cluster_token: String,
+    /// Applied entries between Raft snapshots (after which the log is purged).
+    #[arg(long, default_value_t = 10_000)]
+    pub snapshot_count: u64,
     /// Largest request accepted, in bytes (etcd's default: 1.5 MiB).
     #[arg(long, default_value_t = 1536 * 1024)]
     pub max_request_bytes: usize,
     /// Most operations in one branch of a Txn (etcd's default: 128).
     #[arg(long, default_value_t = 128)]
     pub max_txn_ops: usize,
-    /// Heartbeat interval in milliseconds (used for the minimum lease TTL until Raft lands).
+    /// Raft heartbeat interval in milliseconds.
     #[arg(long, default_value_t = 100)]
     pub heartbeat_interval: u64,
-    /// Election timeout in milliseconds; the minimum lease TTL is 1.5 × this, as in etcd.
+    /// Raft election timeout in milliseconds; the minimum lease TTL is 1.5 × this, as in etcd.
     #[arg(long, default_value_t = 1000)]
     pub election_timeout: u64,
     /// How often watches created with progress_notify get a progress notification.
@@ -68,21 +70,46 @@ impl ServeArgs {
 
     /// Refuses flag combinations this version cannot honour, with a message saying why.
     pub fn validate(&self) -> anyhow::Result<()> {
-        if let Some(cluster) = &self.initial_cluster {
-            let members = cluster.split(',').filter(|m| !m.trim().is_empty()).count();
-            if members > 1 {
-                anyhow::bail!(
-                    "--initial-cluster lists {members} members, but this kvstore version runs a single member (Raft replication is not built yet)"
-                );
-            }
-        }
         if self.initial_cluster_state != "new" && self.initial_cluster_state != "existing" {
             anyhow::bail!(
                 "--initial-cluster-state must be new or existing, not {:?}",
                 self.initial_cluster_state
             );
         }
+        if self.heartbeat_interval == 0 || self.election_timeout <= self.heartbeat_interval {
+            anyhow::bail!("--election-timeout must be larger than --heartbeat-interval");
+        }
         Ok(())
+    }
+
+    /// The socket address of `--listen-peer-urls`, if peers are served.
+    pub fn peer_addr(&self) -> anyhow::Result<Option<SocketAddr>> {
+        match &self.listen_peer_urls {
+            Some(urls) => Ok(Some(parse_url_addr(urls.split(',').next().unwrap_or_default())?)),
+            None => Ok(None),
+        }
+    }
+
+    /// The peer URL other members reach this one at.
+    pub fn advertised_peer_url(&self) -> String {
+        self.initial_advertise_peer_urls
+            .clone()
+            .or_else(|| self.listen_peer_urls.clone())
+            .unwrap_or_else(|| "http://127.0.0.1:2380".into())
+            .split(',')
+            .next()
+            .unwrap_or_default()
+            .to_string()
+    }
+
+    /// The client URLs this member advertises.
+    pub fn advertised_client_urls(&self) -> Vec<String> {
+        self.advertise_client_urls
+            .as_deref()
+            .unwrap_or(&self.listen_client_urls)
+            .split(',')
+            .map(str::to_owned)
+            .collect()
     }
 
     /// Smallest lease TTL granted, in seconds: ceil(1.5 × election timeout), as etcd does.

@@ -5,7 +5,7 @@ use tonic::Code;
 
 /// Errors of the store. Apply-time variants are deterministic: the same command on the
 /// same state fails the same way on every member.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, serde::Serialize, serde::Deserialize)]
 pub enum Error {
     #[error("etcdserver: key is not provided")]
     EmptyKey,
@@ -33,6 +33,13 @@ pub enum Error {
     LeaseProvided,
     #[error("etcdserver: server stopped")]
     Stopped,
+    #[error("etcdserver: no leader")]
+    NoLeader,
+    #[error("etcdserver: request timed out")]
+    Timeout,
+    /// Leadership moved while a write was in flight: it may or may not be committed.
+    #[error("etcdserver: leader changed")]
+    LeaderChanged,
     /// RocksDB failed; the member cannot continue safely.
     #[error("etcdserver: storage error: {0}")]
     Storage(String),
@@ -55,7 +62,7 @@ impl Error {
             Error::Compacted | Error::FutureRevision | Error::LeaseTtlTooLarge => Code::OutOfRange,
             Error::LeaseNotFound => Code::NotFound,
             Error::LeaseExists => Code::FailedPrecondition,
-            Error::Stopped => Code::Unavailable,
+            Error::Stopped | Error::NoLeader | Error::Timeout | Error::LeaderChanged => Code::Unavailable,
             Error::Storage(_) | Error::Corrupt(_) => Code::Internal,
         }
     }

@@ -8,5 +8,6 @@ pub mod config;
 pub mod error;
 pub mod lease;
 pub mod mvcc;
+pub mod raft;
 pub mod server;
 pub mod watch;

@@ -445,3 +445,17 @@ impl WatchHub {
             .fold(inner.published_rev, i64::min)
     }
 }
+
+impl WatchHub {
+    /// After the store was replaced by a snapshot: every watcher continues from the
+    /// restored history (or learns its start was compacted away).
+    pub fn reset_after_restore(&self) {
+        let mut inner = self.lock();
+        inner.published_rev = self.store.current_revision();
+        for w in inner.watchers.values_mut() {
+            w.synced = false;
+        }
+        drop(inner);
+        self.wake.notify_one();
+    }
+}

@@ -42,12 +42,15 @@ const TARGET_VALUE: i32 = 3;
 const TARGET_LEASE: i32 = 4;
 
 impl MvccStore {
-    /// Applies `cmds` (log index, command) in order and makes their effects durable in one
-    /// write (fsynced when `sync`). An `Err` means storage failed and the member must stop;
-    /// a command's own failure is in its [`ApplyOutput::result`].
+    /// Applies `cmds` in order and writes their effects, `applied_index` and `extra_meta`
+    /// (the Raft layer's applied log id and membership) in one atomic RocksDB write
+    /// (fsynced when `sync`). An `Err` means storage failed and the member must stop; a
+    /// command's own failure is in its [`ApplyOutput::result`].
     pub fn apply_batch(
         &self,
-        cmds: &[(u64, Command)],
+        cmds: &[Command],
+        applied_index: u64,
+        extra_meta: &[(&[u8], Vec<u8>)],
         want_prev_kv: bool,
         sync: bool,
     ) -> Result<Vec<ApplyOutput>> {
@@ -55,7 +58,7 @@ impl MvccStore {
         let mut batch = WriteBatch::default();
         let mut pending = HashMap::new();
         let mut outs = Vec::with_capacity(cmds.len());
-        for (index, cmd) in cmds {
+        for cmd in cmds {
             let mut ctx = Ctx {
                 store: self,
                 state: &mut state,
@@ -72,15 +75,18 @@ impl MvccStore {
             if ctx.sub > 0 {
                 ctx.state.current_rev = ctx.main;
             }
-            ctx.state.applied_index = *index;
             outs.push(ApplyOutput {
                 result,
                 events,
                 revision: state.current_rev,
             });
         }
+        state.applied_index = applied_index;
         let meta = self.cf(CF_META)?;
         batch.put_cf(meta, META_CURRENT_REV, encode_i64(state.current_rev));
+        for (key, value) in extra_meta {
+            batch.put_cf(meta, key, value);
+        }
         batch.put_cf(
             meta,
             META_APPLIED_INDEX,

@@ -4,7 +4,8 @@
 //! |---|---|---|
 //! | `kv` | revision: main (8 bytes BE) ‖ sub (8 bytes BE) | kind byte (`0` put, `1` tombstone) ‖ protobuf `mvccpb.KeyValue` |
 //! | `lease` | lease ID (8 bytes BE, two's complement) | protobuf `LeaseGrantRequest` {ID, TTL} |
-//! | `meta` | ASCII name | big-endian integer |
+//! | `meta` | ASCII name | big-endian integer, or bytes owned by the Raft layer |
+//! | `raft_log`, `raft_meta` | see `raft::log_store` | |
 //!
 //! Revision keys sort in revision order, so a watch catching up reads history with one
 //! forward scan. The key → revisions index is not stored: it is rebuilt in memory at start
@@ -18,15 +19,23 @@ use crate::error::{Error, Result};
 pub const CF_KV: &str = "kv";
 pub const CF_LEASE: &str = "lease";
 pub const CF_META: &str = "meta";
+/// Raft's log (index → entry) and Raft's own metadata (vote, purge point); written by
+/// `raft::log_store`, which shares this RocksDB instance so one WAL orders everything.
+pub const CF_RAFT_LOG: &str = "raft_log";
+pub const CF_RAFT_META: &str = "raft_meta";
+/// The families that make up the state machine (what a snapshot carries).
+pub const STATE_MACHINE_CFS: [&str; 3] = [CF_KV, CF_LEASE, CF_META];
 
 /// Revision of the last applied write request.
 pub const META_CURRENT_REV: &[u8] = b"current_rev";
 /// Revision below which history is gone.
 pub const META_COMPACT_REV: &[u8] = b"compact_rev";
-/// Log position of the last applied command, written in the same batch as its effects.
+/// Log index of the last applied entry, written in the same batch as its effects.
 pub const META_APPLIED_INDEX: &[u8] = b"applied_index";
-pub const META_CLUSTER_ID: &[u8] = b"cluster_id";
-pub const META_MEMBER_ID: &[u8] = b"member_id";
+/// Opaque to this module: the Raft layer stores its applied log id and membership here,
+/// in the same batch as the effects (see `MvccStore::apply_batch`'s `extra_meta`).
+pub const META_RAFT_APPLIED: &[u8] = b"raft_applied";
+pub const META_RAFT_MEMBERSHIP: &[u8] = b"raft_membership";
 
 /// A point in the store's history: `main` is the write request's revision, `sub` orders
 /// the changes made by one request (a Txn with three puts has subs 0, 1, 2).

@@ -7,10 +7,11 @@ mod apply;
 pub mod encoding;
 mod index;
 mod read;
+mod snapshot;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use etcd_client::proto::{PbKeyValue, PbLeaseGrantRequest};
 use prost::Message;
@@ -21,6 +22,7 @@ pub use encoding::Revision;
 use encoding::*;
 pub use index::KeyHistory;
 pub use read::{EVENT_DELETE, EVENT_PUT, in_range};
+pub use snapshot::dump_meta;
 
 use crate::error::{Error, Result};
 
@@ -60,11 +62,9 @@ impl State {
 
 /// The store: RocksDB plus the in-memory index and lease table rebuilt from it.
 pub struct MvccStore {
-    db: DB,
+    db: Arc<DB>,
     path: PathBuf,
     state: RwLock<State>,
-    cluster_id: u64,
-    member_id: u64,
 }
 
 impl MvccStore {
@@ -75,16 +75,14 @@ impl MvccStore {
         let mut opts = Options::default();
         opts.create_if_missing(true);
         opts.create_missing_column_families(true);
-        let cfs = [CF_KV, CF_LEASE, CF_META]
+        let cfs = [CF_KV, CF_LEASE, CF_META, CF_RAFT_LOG, CF_RAFT_META]
             .into_iter()
             .map(|name| ColumnFamilyDescriptor::new(name, Options::default()));
-        let db = DB::open_cf_descriptors(&opts, dir, cfs)?;
-        let mut store = MvccStore {
+        let db = Arc::new(DB::open_cf_descriptors(&opts, dir, cfs)?);
+        let store = MvccStore {
             db,
             path: dir.to_path_buf(),
             state: RwLock::new(State::default()),
-            cluster_id: 0,
-            member_id: 0,
         };
         store.load()?;
         Ok(store)
@@ -103,25 +101,18 @@ impl MvccStore {
         }
     }
 
-    /// Reads meta, the history and the leases back into memory.
-    fn load(&mut self) -> Result<()> {
-        let ids = match (
-            self.meta_i64(META_CLUSTER_ID)?,
-            self.meta_i64(META_MEMBER_ID)?,
-        ) {
-            (Some(c), Some(m)) => (c as u64, m as u64),
-            _ => {
-                // First start: pick this member's identity once and keep it.
-                let (c, m) = (rand::random::<u64>() >> 1, rand::random::<u64>() >> 1);
-                let meta = self.cf(CF_META)?;
-                self.db
-                    .put_cf(meta, META_CLUSTER_ID, encode_i64(c as i64))?;
-                self.db.put_cf(meta, META_MEMBER_ID, encode_i64(m as i64))?;
-                (c, m)
-            }
-        };
-        (self.cluster_id, self.member_id) = ids;
+    /// The RocksDB instance, shared with the Raft log store (one WAL for both).
+    pub fn db(&self) -> Arc<DB> {
+        self.db.clone()
+    }
 
+    /// A value of the `meta` family, as written through `apply_batch`'s `extra_meta`.
+    pub fn meta_bytes(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        Ok(self.db.get_cf(self.cf(CF_META)?, key)?)
+    }
+
+    /// Reads meta, the history and the leases back into memory.
+    fn load(&self) -> Result<()> {
         let mut state = State {
             current_rev: self.meta_i64(META_CURRENT_REV)?.unwrap_or(1),
             compact_rev: self.meta_i64(META_COMPACT_REV)?.unwrap_or(0),
@@ -158,10 +149,7 @@ impl MvccStore {
                 lease.keys.insert(key.clone());
             }
         }
-        *self
-            .state
-            .get_mut()
-            .map_err(|_| Error::Storage("lock poisoned".into()))? = state;
+        *self.write_state() = state;
         Ok(())
     }
 
@@ -183,14 +171,6 @@ impl MvccStore {
                 "revision {rev:?} is indexed but missing"
             ))),
         }
-    }
-
-    pub fn cluster_id(&self) -> u64 {
-        self.cluster_id
-    }
-
-    pub fn member_id(&self) -> u64 {
-        self.member_id
     }
 
     pub fn current_revision(&self) -> i64 {

@@ -15,14 +15,9 @@ fn put(k: &str, v: &str) -> Command {
 }
 
 fn apply(store: &MvccStore, cmds: Vec<Command>) -> Vec<Result<CommandResult, Error>> {
-    let start = store.applied_index() + 1;
-    let cmds: Vec<_> = cmds
-        .into_iter()
-        .enumerate()
-        .map(|(i, c)| (start + i as u64, c))
-        .collect();
+    let index = store.applied_index() + cmds.len() as u64;
     store
-        .apply_batch(&cmds, true, false)
+        .apply_batch(&cmds, index, &[], true, false)
         .unwrap()
         .into_iter()
         .map(|o| o.result)

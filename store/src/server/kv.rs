@@ -1,6 +1,5 @@
-//! The KV service: Range is served from the local store (a single member is always
-//! up to date, so linearizable and serializable reads coincide); Put, DeleteRange, Txn
-//! and Compact are validated and proposed.
+//! The KV service: Range is served from the local store, after a read barrier unless it
+//! is serializable; Put, DeleteRange, Txn and Compact are validated and proposed.
 
 use std::sync::Arc;
 
@@ -39,6 +38,9 @@ impl PbKvService for KvService {
     ) -> Result<Response<PbRangeResponse>, Status> {
         let req = req.into_inner();
         validate::check_range(&req)?;
+        if !req.serializable {
+            self.0.read_barrier().await?;
+        }
         let mut resp = self.0.store.range(&req)?;
         self.0.fill(&mut resp.header);
         Ok(Response::new(resp))

@@ -1,5 +1,5 @@
-//! The Lease service: grants and revokes go through apply; keep-alives and time-to-live
-//! read the local lease clocks (`crate::lease::Lessor`).
+//! The Lease service: grants and revokes go through Raft; keep-alives and time-to-live
+//! go to the leader, whose clocks (`crate::lease::Lessor`) decide expiry.
 
 use std::sync::Arc;
 
@@ -35,20 +35,15 @@ impl LeaseService {
     }
 }
 
-fn keepalive(node: &Node, id: i64) -> PbLeaseKeepAliveResponse {
-    let header = Some(node.header(node.store.current_revision()));
-    match node.store.lease(id) {
-        Some(l) => {
-            node.lessor.renew(id, l.ttl_s);
-            PbLeaseKeepAliveResponse {
-                header,
-                id,
-                ttl: l.ttl_s,
-            }
-        }
-        // etcd answers a keep-alive for an unknown lease with TTL 0 rather than an error.
-        None => PbLeaseKeepAliveResponse { header, id, ttl: 0 },
-    }
+/// Renews on the leader. etcd answers a keep-alive for an unknown lease with TTL 0
+/// rather than an error.
+async fn keepalive(node: &Node, id: i64) -> Result<PbLeaseKeepAliveResponse, Status> {
+    let ttl = node.lease_keepalive(id).await?;
+    Ok(PbLeaseKeepAliveResponse {
+        header: Some(node.header(node.store.current_revision())),
+        id,
+        ttl,
+    })
 }
 
 #[tonic::async_trait]
@@ -107,7 +102,7 @@ impl PbLeaseService for LeaseService {
         tokio::spawn(async move {
             while let Some(msg) = input.next().await {
                 let Ok(msg) = msg else { break };
-                if tx.send(Ok(keepalive(&node, msg.id))).await.is_err() {
+                if tx.send(keepalive(&node, msg.id).await).await.is_err() {
                     break;
                 }
             }

@@ -1,10 +1,11 @@
-//! Maintenance (Status, Alarm) and Cluster (MemberList) for a one-member cluster. The
-//! RPCs that need Raft or backups answer Unimplemented with a message saying so, until the
-//! issues that build them land.
+//! Maintenance (Status, Alarm, MoveLeader) and Cluster (MemberList). The RPCs whose
+//! issues have not landed yet (membership changes, backups, defrag, hashes) answer
+//! Unimplemented with a message saying so.
 
 use std::sync::Arc;
 
 use etcd_client::proto::*;
+use openraft::async_runtime::WatchReceiver;
 use tonic::{Request, Response, Status};
 
 use super::Node;
@@ -33,24 +34,22 @@ impl PbMaintenanceService for MaintenanceService {
         }))
     }
 
-    async fn status(
-        &self,
-        _req: Request<PbStatusRequest>,
-    ) -> Result<Response<PbStatusResponse>, Status> {
+    async fn status(&self, _req: Request<PbStatusRequest>) -> Result<Response<PbStatusResponse>, Status> {
         let node = &self.0;
         let size = node.store.db_size_bytes() as i64;
-        let applied = node.store.applied_index();
+        let m = node.raft.metrics().borrow_watched().clone();
+        let is_learner = !m.membership_config.membership().voter_ids().any(|id| id == node.identity.member_id);
         Ok(Response::new(PbStatusResponse {
             header: Some(node.header(node.store.current_revision())),
             version: API_VERSION.into(),
             db_size: size,
-            leader: node.identity.member_id,
-            raft_index: applied,
-            raft_term: node.header(0).raft_term,
-            raft_applied_index: applied,
+            leader: m.current_leader.unwrap_or(0),
+            raft_index: m.last_log_index.unwrap_or(0),
+            raft_term: m.current_term,
+            raft_applied_index: m.last_applied.map(|l| l.index).unwrap_or(0),
             errors: Vec::new(),
             db_size_in_use: size,
-            is_learner: false,
+            is_learner,
             ..Default::default()
         }))
     }
@@ -82,11 +81,40 @@ impl PbMaintenanceService for MaintenanceService {
         Err(not_yet("Snapshot"))
     }
 
-    async fn move_leader(
-        &self,
-        _req: Request<PbMoveLeaderRequest>,
-    ) -> Result<Response<PbMoveLeaderResponse>, Status> {
-        Err(not_yet("MoveLeader"))
+    async fn move_leader(&self, req: Request<PbMoveLeaderRequest>) -> Result<Response<PbMoveLeaderResponse>, Status> {
+        let node = &self.0;
+        let target = req.into_inner().target_id;
+        if !node.is_leader() {
+            return Err(Status::failed_precondition("etcdserver: not leader"));
+        }
+        let m = node.raft.metrics().borrow_watched().clone();
+        if !m.membership_config.membership().voter_ids().any(|id| id == target) {
+            return Err(Status::failed_precondition("etcdserver: bad leader transferee"));
+        }
+        node.raft
+            .trigger()
+            .transfer_leader(target)
+            .await
+            .map_err(|e| Status::unavailable(e.to_string()))?;
+        // Wait (bounded) until the transfer is visible, as etcd answers after it completes.
+        let mut metrics = node.raft.metrics();
+        let moved = tokio::time::timeout(std::time::Duration::from_secs(5), async {
+            loop {
+                if metrics.borrow_and_update().current_leader == Some(target) {
+                    return;
+                }
+                if metrics.changed().await.is_err() {
+                    return;
+                }
+            }
+        })
+        .await;
+        if moved.is_err() {
+            return Err(Status::deadline_exceeded("etcdserver: request timed out, leader transfer took too long"));
+        }
+        Ok(Response::new(PbMoveLeaderResponse {
+            header: Some(node.header(node.store.current_revision())),
+        }))
     }
 
     async fn downgrade(
@@ -120,25 +148,28 @@ impl PbClusterService for ClusterService {
         Err(not_yet("MemberUpdate"))
     }
 
-    async fn member_list(
-        &self,
-        _req: Request<PbMemberListRequest>,
-    ) -> Result<Response<PbMemberListResponse>, Status> {
+    async fn member_list(&self, _req: Request<PbMemberListRequest>) -> Result<Response<PbMemberListResponse>, Status> {
         let node = &self.0;
-        let client_url = node
-            .config
-            .advertise_client_urls
-            .clone()
-            .unwrap_or_else(|| node.config.listen_client_urls.clone());
+        let m = node.raft.metrics().borrow_watched().clone();
+        let membership = m.membership_config.membership();
+        let voters: Vec<u64> = membership.voter_ids().collect();
+        let members = membership
+            .nodes()
+            .map(|(id, member)| PbMember {
+                id: *id,
+                name: member.name.clone(),
+                peer_ur_ls: vec![member.peer_url.clone()],
+                client_ur_ls: if *id == node.identity.member_id {
+                    node.config.advertised_client_urls()
+                } else {
+                    member.client_urls.clone()
+                },
+                is_learner: !voters.contains(id),
+            })
+            .collect();
         Ok(Response::new(PbMemberListResponse {
             header: Some(node.header(node.store.current_revision())),
-            members: vec![PbMember {
-                id: node.identity.member_id,
-                name: node.config.name.clone(),
-                peer_ur_ls: Vec::new(),
-                client_ur_ls: client_url.split(',').map(str::to_owned).collect(),
-                is_learner: false,
-            }],
+            members,
         }))
     }
 

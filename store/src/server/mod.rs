@@ -1,45 +1,55 @@
-//! `kvstore serve`: wires the store, the apply loop, the lease clocks, the watch hub and
-//! the etcd v3 gRPC services together, and shuts them down on SIGINT/SIGTERM.
+//! `kvstore serve`: one member of a Raft cluster. Wires the store, Raft, the lease clocks,
+//! the watch hub, the client gRPC services and the peer service together, and shuts them
+//! down on SIGINT/SIGTERM.
 //!
-//! Write path: gRPC handler → validation (`validate.rs`) → [`Node::propose`] → the apply
-//! thread batches proposals, applies them in order to the MVCC store with one fsynced
-//! RocksDB write, publishes the events to the watch hub, then answers each proposer. Until
-//! Raft lands (issue "Raft replication") the apply thread's own counter is the log.
+//! Write path: gRPC handler → validation (`validate.rs`) → [`Node::propose`] → Raft on the
+//! leader (a follower forwards the encoded command to the leader over the peer port) →
+//! committed on a quorum → every member applies it to its MVCC store and watch hub
+//! (`raft::state_machine`) → the proposer is answered with the apply result.
+//!
+//! Reads: linearizable by default (ReadIndex: the leader confirms its leadership with a
+//! quorum; the serving member waits until it has applied up to that index), local when
+//! `serializable`.
 
 mod kv;
 mod lease;
 mod maintenance;
+mod peer;
 pub mod validate;
 mod watch;
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use etcd_client::proto::{
-    PbClusterServer, PbKvServer, PbLeaseRevokeRequest, PbLeaseServer, PbMaintenanceServer,
-    PbResponseHeader, PbWatchServer,
+    PbClusterServer, PbKvServer, PbLeaseRevokeRequest, PbLeaseServer, PbMaintenanceServer, PbResponseHeader,
+    PbWatchServer,
 };
-use tokio::sync::{mpsc, oneshot};
+use openraft::ServerState;
+use openraft::async_runtime::WatchReceiver;
+use openraft::raft::ReadPolicy;
 
 use crate::command::{Command, CommandResult};
 use crate::config::ServeArgs;
 use crate::error::{Error, Result};
 use crate::lease::Lessor;
 use crate::mvcc::MvccStore;
+use crate::raft::log_store::LogStore;
+use crate::raft::network::{ForwardError, MAX_PEER_MESSAGE_BYTES, PeerRequest, PeerResponse, Peers, pb};
+use crate::raft::state_machine::StateMachine;
+use crate::raft::{Member, Raft, Request};
 use crate::watch::{HeaderSource, WatchHub};
 
-/// Most proposals applied in one batch (one RocksDB write, one fsync).
-const MAX_APPLY_BATCH: usize = 512;
-/// Proposals waiting for the apply thread before proposers wait.
-const PROPOSAL_QUEUE: usize = 4096;
-/// How often lease deadlines are checked.
+/// How often lease deadlines are checked (on the leader).
 const LEASE_CHECK_PERIOD: Duration = Duration::from_millis(100);
-
-struct Proposal {
-    cmd: Command,
-    done: oneshot::Sender<Result<CommandResult>>,
-}
+/// How long a request waits for a leader before failing with "no leader".
+const LEADER_WAIT: Duration = Duration::from_secs(7);
+/// How long a linearizable read waits for the local member to catch up.
+const APPLY_WAIT: Duration = Duration::from_secs(5);
+/// Key in `raft_meta` holding the cluster ID fixed when the member was first created.
+const META_CLUSTER_ID: &[u8] = b"cluster_id";
 
 /// The identity put in every response header.
 pub struct Identity {
@@ -66,20 +76,12 @@ pub struct Node {
     pub lessor: Arc<Lessor>,
     pub identity: Arc<Identity>,
     pub config: ServeArgs,
-    proposals: mpsc::Sender<Proposal>,
+    pub raft: Raft,
+    pub peers: Peers,
+    applied: tokio::sync::watch::Receiver<u64>,
 }
 
 impl Node {
-    /// Proposes a write and waits for its result.
-    pub async fn propose(&self, cmd: Command) -> Result<CommandResult> {
-        let (done, wait) = oneshot::channel();
-        self.proposals
-            .send(Proposal { cmd, done })
-            .await
-            .map_err(|_| Error::Stopped)?;
-        wait.await.map_err(|_| Error::Stopped)?
-    }
-
     /// A header at `revision` with this member's identity.
     pub fn header(&self, revision: i64) -> PbResponseHeader {
         self.identity.header(revision)
@@ -92,6 +94,170 @@ impl Node {
             .map(|h| h.revision)
             .unwrap_or_else(|| self.store.current_revision());
         *header = Some(self.header(revision));
+    }
+
+    /// The current leader's ID and member record, if one is known.
+    pub fn leader(&self) -> Option<(u64, Member)> {
+        let metrics = self.raft.metrics().borrow_watched().clone();
+        let id = metrics.current_leader?;
+        let member = metrics.membership_config.membership().get_node(&id)?.clone();
+        Some((id, member))
+    }
+
+    pub fn is_leader(&self) -> bool {
+        self.raft.metrics().borrow_watched().state == ServerState::Leader
+    }
+
+    /// Waits for a leader to be known, then runs `local` on it (this member) or sends
+    /// `remote` to it, retrying while no leader answers; fails with "no leader" after
+    /// [`LEADER_WAIT`]. A request that is not `idempotent` is not resent once it may have
+    /// reached a leader: that failure is "request timed out" (the outcome is unknown).
+    async fn on_leader<T, L, F>(
+        &self,
+        idempotent: bool,
+        local: L,
+        remote: PeerRequest,
+        pick: fn(PeerResponse) -> Option<Result<T>>,
+    ) -> Result<T>
+    where
+        L: Fn() -> F,
+        F: std::future::Future<Output = Option<Result<T>>>,
+    {
+        let deadline = Instant::now() + LEADER_WAIT;
+        loop {
+            match self.leader() {
+                Some((id, _)) if id == self.identity.member_id => {
+                    if let Some(r) = local().await {
+                        return r;
+                    }
+                }
+                Some((_, member)) => match self.peers.forward(&member.peer_url, &remote).await {
+                    // The leader answered, but it may have lost leadership meanwhile.
+                    Ok(resp) => match pick(resp) {
+                        Some(Err(Error::NoLeader)) => {}
+                        Some(r) => return r,
+                        None => return Err(Error::Corrupt("unexpected peer response".into())),
+                    },
+                    Err(ForwardError::Unknown) if !idempotent => return Err(Error::Timeout),
+                    Err(_) => {}
+                },
+                None => {}
+            }
+            if Instant::now() >= deadline {
+                return Err(Error::NoLeader);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Proposes a write through Raft and waits for its apply result.
+    pub async fn propose(&self, cmd: Command) -> Result<CommandResult> {
+        let bytes = cmd.encode();
+        let remote = PeerRequest::Propose(bytes.clone());
+        self.on_leader(
+            false,
+            || async { Some(self.propose_local(bytes.clone()).await) },
+            remote,
+            |r| match r {
+                PeerResponse::Propose(r) => Some(r),
+                _ => None,
+            },
+        )
+        .await
+    }
+
+    /// Proposes on this member, which believes it leads. If leadership moves meanwhile the
+    /// write may still be committed by the next leader, so it is not retried: the answer
+    /// is "leader changed", as etcd gives.
+    pub async fn propose_local(&self, bytes: Vec<u8>) -> Result<CommandResult> {
+        match self.raft.client_write(Request(bytes)).await {
+            Ok(resp) => resp.data,
+            Err(e) if e.forward_to_leader().is_some() => Err(Error::LeaderChanged),
+            Err(e) => {
+                tracing::error!(error = %e, "raft refused a write");
+                Err(Error::Stopped)
+            }
+        }
+    }
+
+    /// The leader's read index, confirmed with a quorum.
+    pub async fn read_index_local(&self) -> Result<u64> {
+        match self.raft.get_read_log_id(ReadPolicy::ReadIndex).await {
+            Ok((read, _)) => Ok(read.index()),
+            Err(e) if e.forward_to_leader().is_some() => Err(Error::NoLeader),
+            Err(e) => {
+                tracing::warn!(error = %e, "read index failed");
+                Err(Error::NoLeader)
+            }
+        }
+    }
+
+    /// Makes the next local read linearizable: learns the leader's read index and waits
+    /// until this member has applied up to it.
+    pub async fn read_barrier(&self) -> Result<()> {
+        let index = self
+            .on_leader(
+                true,
+                || async {
+                    match self.read_index_local().await {
+                        Ok(i) => Some(Ok(i)),
+                        Err(Error::NoLeader) => None,
+                        Err(e) => Some(Err(e)),
+                    }
+                },
+                PeerRequest::ReadIndex,
+                |r| match r {
+                    PeerResponse::ReadIndex(r) => Some(r),
+                    _ => None,
+                },
+            )
+            .await?;
+        let mut applied = self.applied.clone();
+        match tokio::time::timeout(APPLY_WAIT, applied.wait_for(|a| *a >= index)).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(_)) => Err(Error::Stopped),
+            Err(_) => Err(Error::Timeout),
+        }
+    }
+
+    /// Renews a lease on the leader (whose clocks decide expiry); the TTL, 0 if unknown.
+    pub async fn lease_keepalive(&self, id: i64) -> Result<i64> {
+        self.on_leader(
+            true,
+            || async { Some(Ok(self.lease_keepalive_local(id))) },
+            PeerRequest::LeaseKeepAlive(id),
+            |r| match r {
+                PeerResponse::LeaseKeepAlive(r) => Some(r),
+                _ => None,
+            },
+        )
+        .await
+    }
+
+    pub fn lease_keepalive_local(&self, id: i64) -> i64 {
+        match self.store.lease(id) {
+            Some(l) => {
+                self.lessor.renew(id, l.ttl_s);
+                l.ttl_s
+            }
+            None => 0,
+        }
+    }
+
+    /// Time left on a lease, from the leader's clock.
+    pub async fn lease_remaining(&self, id: i64) -> Result<Option<Duration>> {
+        let ms = self
+            .on_leader(
+                true,
+                || async { Some(Ok(self.lessor.remaining(id).map(|d| d.as_millis() as u64))) },
+                PeerRequest::LeaseTimeToLive(id),
+                |r| match r {
+                    PeerResponse::LeaseTimeToLive(r) => Some(r),
+                    _ => None,
+                },
+            )
+            .await?;
+        Ok(ms.map(Duration::from_millis))
     }
 }
 
@@ -106,49 +272,67 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         .init();
 
     args.validate()?;
-    let addr = args.client_addr()?;
-    let listener = tokio::net::TcpListener::bind(addr)
+    let client_addr = args.client_addr()?;
+    let client_listener = tokio::net::TcpListener::bind(client_addr)
         .await
-        .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
+        .map_err(|e| anyhow::anyhow!("cannot listen for clients on {client_addr}: {e}"))?;
+    let peer_listener = match args.peer_addr()? {
+        Some(addr) => Some(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot listen for peers on {addr}: {e}"))?,
+        ),
+        None => None,
+    };
     let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
-    let node = start(args, shutdown_rx.clone())?;
+    let node = start(args, shutdown_rx.clone()).await?;
     tracing::info!(
         name = %node.config.name,
-        %addr,
+        %client_addr,
         revision = node.store.current_revision(),
         member_id = format_args!("{:x}", node.identity.member_id),
         "serving clients"
     );
 
+    let mut servers = Vec::new();
+    if let Some(listener) = peer_listener {
+        let peer = pb::peer_server::PeerServer::new(peer::PeerService(node.clone()))
+            .max_decoding_message_size(MAX_PEER_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_PEER_MESSAGE_BYTES);
+        let mut stop = shutdown_rx.clone();
+        servers.push(tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(peer)
+                .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(listener), async move {
+                    let _ = stop.changed().await;
+                }),
+        ));
+    }
     let max_msg = node.config.max_request_bytes + 512 * 1024;
     let router = tonic::transport::Server::builder()
-        .add_service(
-            PbKvServer::new(kv::KvService(node.clone())).max_decoding_message_size(max_msg),
-        )
-        .add_service(
-            PbWatchServer::new(watch::WatchService(node.clone()))
-                .max_decoding_message_size(max_msg),
-        )
+        .add_service(PbKvServer::new(kv::KvService(node.clone())).max_decoding_message_size(max_msg))
+        .add_service(PbWatchServer::new(watch::WatchService(node.clone())).max_decoding_message_size(max_msg))
         .add_service(PbLeaseServer::new(lease::LeaseService(node.clone())))
-        .add_service(PbMaintenanceServer::new(maintenance::MaintenanceService(
-            node.clone(),
-        )))
-        .add_service(PbClusterServer::new(maintenance::ClusterService(
-            node.clone(),
-        )));
-    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+        .add_service(PbMaintenanceServer::new(maintenance::MaintenanceService(node.clone())))
+        .add_service(PbClusterServer::new(maintenance::ClusterService(node.clone())));
     let mut stop = shutdown_rx.clone();
-    let served = tokio::spawn(router.serve_with_incoming_shutdown(incoming, async move {
-        let _ = stop.changed().await;
-    }));
+    servers.push(tokio::spawn(router.serve_with_incoming_shutdown(
+        tokio_stream::wrappers::TcpListenerStream::new(client_listener),
+        async move {
+            let _ = stop.changed().await;
+        },
+    )));
     wait_for_signal().await;
     tracing::info!("shutting down");
     let _ = shutdown_tx.send(true);
-    match tokio::time::timeout(Duration::from_secs(5), served).await {
-        Ok(Ok(Err(e))) => return Err(anyhow::anyhow!("gRPC server failed: {e}")),
-        Ok(_) => {}
-        Err(_) => tracing::warn!("gRPC server did not stop within 5s"),
+    for server in servers {
+        match tokio::time::timeout(Duration::from_secs(5), server).await {
+            Ok(Ok(Err(e))) => tracing::warn!(error = %e, "gRPC server failed"),
+            Ok(_) => {}
+            Err(_) => tracing::warn!("gRPC server did not stop within 5s"),
+        }
     }
+    let _ = node.raft.shutdown().await;
     Ok(())
 }
 
@@ -167,103 +351,127 @@ async fn wait_for_signal() {
     }
 }
 
-/// Opens the store and starts the apply thread and background tasks.
-pub fn start(
-    config: ServeArgs,
-    shutdown: tokio::sync::watch::Receiver<bool>,
-) -> anyhow::Result<Arc<Node>> {
-    let store =
-        Arc::new(MvccStore::open(&config.data_dir).map_err(|e| {
-            anyhow::anyhow!("cannot open data dir {}: {e}", config.data_dir.display())
-        })?);
+/// The members of the initial cluster and this member's ID.
+fn initial_members(config: &ServeArgs) -> anyhow::Result<(u64, BTreeMap<u64, Member>)> {
+    let token = &config.initial_cluster_token;
+    let own_peer = config.advertised_peer_url();
+    let spec = config
+        .initial_cluster
+        .clone()
+        .unwrap_or_else(|| format!("{}={own_peer}", config.name));
+    let mut members = crate::raft::parse_initial_cluster(&spec, token)?;
+    let id = crate::raft::member_id(&config.name, token);
+    let own = members.get_mut(&id).ok_or_else(|| {
+        anyhow::anyhow!(
+            "couldn't find local name {:?} in the initial cluster configuration",
+            config.name
+        )
+    })?;
+    own.client_urls = config.advertised_client_urls();
+    Ok((id, members))
+}
+
+/// Opens the store, starts Raft and the background tasks.
+pub async fn start(config: ServeArgs, shutdown: tokio::sync::watch::Receiver<bool>) -> anyhow::Result<Arc<Node>> {
+    let (member_id, members) = initial_members(&config)?;
+    let store = Arc::new(
+        MvccStore::open(&config.data_dir)
+            .map_err(|e| anyhow::anyhow!("cannot open data dir {}: {e}", config.data_dir.display()))?,
+    );
+    let log_store = LogStore::new(store.db());
+    let cluster_id = match log_store.raw_meta(META_CLUSTER_ID)? {
+        Some(b) if b.len() == 8 => u64::from_be_bytes(b.as_slice().try_into().unwrap_or_default()),
+        _ => {
+            let id = crate::raft::cluster_id(&config.initial_cluster_token, &members);
+            log_store.put_raw_meta(META_CLUSTER_ID, &id.to_be_bytes())?;
+            id
+        }
+    };
     let identity = Arc::new(Identity {
-        cluster_id: store.cluster_id(),
-        member_id: store.member_id(),
-        raft_term: AtomicU64::new(1),
+        cluster_id,
+        member_id,
+        raft_term: AtomicU64::new(0),
     });
     let hub = WatchHub::new(store.clone(), identity.clone(), config.max_request_bytes);
     let lessor = Arc::new(Lessor::default());
     for (id, ttl_s) in store.leases() {
         lessor.renew(id, ttl_s);
     }
-    let (proposals, rx) = mpsc::channel(PROPOSAL_QUEUE);
+    let sm = StateMachine::new(store.clone(), hub.clone(), lessor.clone());
+    let applied = sm.applied.subscribe();
+    let raft_config = openraft::Config {
+        cluster_name: config.initial_cluster_token.clone(),
+        heartbeat_interval: config.heartbeat_interval,
+        election_timeout_min: config.election_timeout,
+        election_timeout_max: config.election_timeout * 2,
+        snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(config.snapshot_count),
+        max_in_snapshot_log_to_keep: 1000,
+        install_snapshot_timeout: 30_000,
+        ..Default::default()
+    }
+    .validate()?;
+    let peers = Peers::default();
+    let raft = Raft::new(member_id, Arc::new(raft_config), peers.clone(), log_store, sm).await?;
+    if config.initial_cluster_state == "new" && !raft.is_initialized().await? {
+        // Every member of a new cluster initializes with the same membership; Raft's
+        // election picks one leader (openraft documents this as safe).
+        if let Err(e) = raft.initialize(members.clone()).await {
+            tracing::info!(error = %e, "cluster already initialized");
+        }
+    }
     let node = Arc::new(Node {
-        store: store.clone(),
-        hub: hub.clone(),
-        lessor: lessor.clone(),
+        store,
+        hub,
+        lessor,
         identity,
         config,
-        proposals,
+        raft,
+        peers,
+        applied,
     });
-    std::thread::Builder::new()
-        .name("apply".into())
-        .spawn(move || apply_loop(store, hub.clone(), lessor, rx))?;
     tokio::spawn(node.hub.clone().run_catch_up(shutdown.clone()));
+    tokio::spawn(follow_leadership(node.clone(), shutdown.clone()));
     tokio::spawn(expire_leases(node.clone(), shutdown.clone()));
     tokio::spawn(progress_notifications(node.clone(), shutdown));
     Ok(node)
 }
 
-/// The single writer: batches proposals, applies them, publishes events, answers.
-fn apply_loop(
-    store: Arc<MvccStore>,
-    hub: Arc<WatchHub>,
-    lessor: Arc<Lessor>,
-    mut rx: mpsc::Receiver<Proposal>,
-) {
-    let mut next_index = store.applied_index() + 1;
-    while let Some(first) = rx.blocking_recv() {
-        let mut batch = vec![first];
-        while batch.len() < MAX_APPLY_BATCH {
-            match rx.try_recv() {
-                Ok(p) => batch.push(p),
-                Err(_) => break,
+/// Tracks the Raft term for response headers, and restarts every lease clock at its full
+/// TTL when this member becomes leader (the old leader's clocks are not known here; etcd
+/// does the same).
+async fn follow_leadership(node: Arc<Node>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+    let mut metrics = node.raft.metrics();
+    let mut was_leader = false;
+    loop {
+        let (term, leader) = {
+            let m = metrics.borrow_and_update();
+            (m.current_term, m.state == ServerState::Leader)
+        };
+        node.identity.raft_term.store(term, Ordering::Relaxed);
+        if leader && !was_leader {
+            tracing::info!(term, "became leader");
+            for (id, ttl) in node.store.leases() {
+                node.lessor.renew(id, ttl);
             }
         }
-        let cmds: Vec<(u64, Command)> = batch
-            .iter_mut()
-            .enumerate()
-            .map(|(i, p)| {
-                (
-                    next_index + i as u64,
-                    std::mem::replace(&mut p.cmd, Command::Compact(Default::default())),
-                )
-            })
-            .collect();
-        next_index += cmds.len() as u64;
-        match store.apply_batch(&cmds, hub.wants_prev_kv(), true) {
-            Ok(outs) => {
-                for ((_, cmd), out) in cmds.iter().zip(&outs) {
-                    match (cmd, &out.result) {
-                        (Command::LeaseGrant(g), Ok(_)) => lessor.renew(g.id, g.ttl),
-                        (Command::LeaseRevoke(r), Ok(_)) => lessor.forget(r.id),
-                        _ => {}
-                    }
-                }
-                hub.publish(&outs);
-                for (p, out) in batch.into_iter().zip(outs) {
-                    let _ = p.done.send(out.result);
-                }
-            }
-            Err(e) => {
-                // The in-memory state may now be ahead of disk: stop rather than serve it.
-                tracing::error!(error = %e, "apply failed; stopping the member");
-                for p in batch {
-                    let _ = p.done.send(Err(e.clone()));
-                }
-                std::process::exit(2);
-            }
+        was_leader = leader;
+        tokio::select! {
+            changed = metrics.changed() => if changed.is_err() { return },
+            _ = shutdown.changed() => return,
         }
     }
 }
 
-/// Proposes a revoke for every lease whose clock ran out.
+/// On the leader: proposes a revoke for every lease whose clock ran out.
 async fn expire_leases(node: Arc<Node>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
     let mut tick = tokio::time::interval(LEASE_CHECK_PERIOD);
     loop {
         tokio::select! {
             _ = tick.tick() => {}
             _ = shutdown.changed() => return,
+        }
+        if !node.is_leader() {
+            continue;
         }
         for id in node.lessor.take_expired() {
             if node.store.lease(id).is_none() {
@@ -272,15 +480,10 @@ async fn expire_leases(node: Arc<Node>, mut shutdown: tokio::sync::watch::Receiv
             }
             let n = node.clone();
             tokio::spawn(async move {
-                match n
-                    .propose(Command::LeaseRevoke(PbLeaseRevokeRequest { id }))
-                    .await
-                {
+                match n.propose(Command::LeaseRevoke(PbLeaseRevokeRequest { id })).await {
                     Ok(_) => tracing::debug!(lease = id, "lease expired and revoked"),
                     Err(Error::LeaseNotFound) => n.lessor.forget(id),
-                    Err(e) => {
-                        tracing::warn!(lease = id, error = %e, "revoking an expired lease failed")
-                    }
+                    Err(e) => tracing::warn!(lease = id, error = %e, "revoking an expired lease failed"),
                 }
             });
         }
@@ -288,10 +491,7 @@ async fn expire_leases(node: Arc<Node>, mut shutdown: tokio::sync::watch::Receiv
 }
 
 async fn progress_notifications(node: Arc<Node>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
-    let period = node
-        .config
-        .watch_progress_notify_interval
-        .max(Duration::from_millis(10));
+    let period = node.config.watch_progress_notify_interval.max(Duration::from_millis(10));
     let mut tick = tokio::time::interval(period);
     tick.tick().await;
     loop {

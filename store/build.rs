@@ -1,0 +1,10 @@
+//! Generates the member-to-member gRPC service from `proto/peer.proto` (needs protoc).
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    println!("cargo:rerun-if-changed=proto/peer.proto");
+    tonic_prost_build::configure()
+        .build_client(true)
+        .build_server(true)
+        .compile_protos(&["proto/peer.proto"], &["proto"])?;
+    Ok(())
+}
