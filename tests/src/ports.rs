@@ -4,11 +4,11 @@
 //! it before the server binds it, so callers retry a failed start with new ports; within
 //! this process a port is never handed out twice.
 
-use std::collections::HashSet;
+use std::collections::BTreeSet;
 use std::net::TcpListener;
 use std::sync::Mutex;
 
-static HANDED_OUT: Mutex<Option<HashSet<u16>>> = Mutex::new(None);
+static HANDED_OUT: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
 
 /// Returns a loopback port that was free a moment ago and was not returned before by
 /// this process.
@@ -19,7 +19,7 @@ pub fn free_port() -> u16 {
             .expect("bind 127.0.0.1:0")
             .port();
         let mut guard = HANDED_OUT.lock().unwrap_or_else(|e| e.into_inner());
-        if guard.get_or_insert_with(HashSet::new).insert(port) {
+        if guard.insert(port) {
             return port;
         }
     }

@@ -208,6 +208,8 @@ impl Server {
                     peer.clone(),
                     "--initial-cluster".into(),
                     format!("{name}={peer}"),
+                    "--logger".into(),
+                    "zap".into(),
                     "--log-level".into(),
                     "error".into(),
                 ]

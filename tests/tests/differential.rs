@@ -1,6 +1,7 @@
 //! Differential test: seeded random request sequences (puts, deletes, ranges, Txns,
 //! compactions, leases and the error cases) sent to real etcd 3.4 and to kvstore, every
-//! response compared. `DIFF_SEED=<n>` reruns one seed, `DIFF_OPS=<n>` changes the length.
+//! response compared. `DIFF_SEED=<n>` reruns one seed, `DIFF_OPS=<n>` changes the length,
+//! `DIFF_KEEP_GOING=1` lists every difference instead of stopping at the first.
 //!
 //! `etcd_against_etcd` runs the same comparison between two real etcd members: it shows
 //! that the generator and the comparison are deterministic, so a difference found

@@ -21,10 +21,11 @@ const WRITERS: usize = 4;
 const LEASE_ID: i64 = 0x7d0;
 const LEASE_TTL: i64 = 3000;
 
-/// One writer: puts `dur/<w>/<i>` until the member dies; returns acknowledged
+/// One writer: puts `dur/<round>/<w>/<i>` until the member dies; returns acknowledged
 /// (key → (value, revision)).
 async fn writer(
     endpoint: String,
+    round: usize,
     w: usize,
     acked: Arc<AtomicUsize>,
 ) -> BTreeMap<String, (String, i64)> {
@@ -34,8 +35,8 @@ async fn writer(
     };
     let mut kv = client.kv_client();
     for i in 0.. {
-        let key = format!("dur/{w}/{i:06}");
-        let value = format!("value-{w}-{i}");
+        let key = format!("dur/{round}/{w}/{i:06}");
+        let value = format!("value-{round}-{w}-{i}");
         let put = tokio::time::timeout(
             Duration::from_secs(5),
             kv.put(key.as_str(), value.as_str(), None),
@@ -53,6 +54,39 @@ async fn writer(
     done
 }
 
+/// Runs the writers until `min_acked` puts were acknowledged, then kills the member
+/// (SIGKILL) while they are still writing; returns what was acknowledged.
+async fn write_then_crash(
+    server: &mut Server,
+    round: usize,
+    min_acked: usize,
+) -> anyhow::Result<BTreeMap<String, (String, i64)>> {
+    let acked = Arc::new(AtomicUsize::new(0));
+    let tasks: Vec<_> = (0..WRITERS)
+        .map(|w| tokio::spawn(writer(server.endpoint(), round, w, acked.clone())))
+        .collect();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while acked.load(Ordering::Relaxed) < min_acked {
+        ensure!(
+            tokio::time::Instant::now() < deadline,
+            "writers made too little progress: {} acknowledged",
+            acked.load(Ordering::Relaxed)
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    server.kill9();
+    let mut written = BTreeMap::new();
+    for t in tasks {
+        written.extend(t.await?);
+    }
+    ensure!(
+        written.len() >= min_acked,
+        "only {} acknowledged writes",
+        written.len()
+    );
+    Ok(written)
+}
+
 async fn kill9_loses_no_acknowledged_write(backend: Backend) -> TestResult {
     let mut server = Server::start(backend).await?;
     let mut client = server.client().await?;
@@ -68,30 +102,31 @@ async fn kill9_loses_no_acknowledged_write(backend: Backend) -> TestResult {
         .await?;
     let lease_put_rev = lease_put.header().unwrap().revision();
 
-    let acked = Arc::new(AtomicUsize::new(0));
-    let tasks: Vec<_> = (0..WRITERS)
-        .map(|w| tokio::spawn(writer(server.endpoint(), w, acked.clone())))
-        .collect();
-    // Let the writers get going, then kill the member in the middle of the stream.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while acked.load(Ordering::Relaxed) < 400 {
-        ensure!(
-            tokio::time::Instant::now() < deadline,
-            "writers made no progress"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    server.kill9();
+    // Two crash rounds: the second one crashes a member that itself recovered.
     let mut written: BTreeMap<String, (String, i64)> = BTreeMap::new();
-    for t in tasks {
-        written.extend(t.await?);
+    for round in 0..2 {
+        written.extend(write_then_crash(&mut server, round, 400).await?);
+        server.restart().await?;
+        check_after_restart(&server, &written, lease_put_rev).await?;
+        println!(
+            "round {round}: {} acknowledged writes survived kill -9 and restart",
+            written.len()
+        );
     }
-    ensure!(
-        written.len() >= 400,
-        "only {} acknowledged writes",
-        written.len()
-    );
 
+    // And the store keeps working after the crashes.
+    let mut client = server.client().await?;
+    let now = client.get("dur/", None).await?.header().unwrap().revision();
+    let after = client.put("dur/after", "x", None).await?;
+    assert_eq!(after.header().unwrap().revision(), now + 1);
+    Ok(())
+}
+
+async fn check_after_restart(
+    server: &Server,
+    written: &BTreeMap<String, (String, i64)>,
+    lease_put_rev: i64,
+) -> TestResult {
     // Acknowledged revisions are distinct and each is one put.
     let mut revs: Vec<i64> = written.values().map(|(_, r)| *r).collect();
     revs.sort();
@@ -101,7 +136,6 @@ async fn kill9_loses_no_acknowledged_write(backend: Backend) -> TestResult {
     );
     let max_acked = *revs.last().unwrap();
 
-    server.restart().await?;
     let mut client: Client = server.client().await?;
     let all = client
         .get("dur/", Some(GetOptions::new().with_prefix()))
@@ -127,7 +161,7 @@ async fn kill9_loses_no_acknowledged_write(backend: Backend) -> TestResult {
         })
         .collect();
     let mut lost = Vec::new();
-    for (key, (value, rev)) in &written {
+    for (key, (value, rev)) in written {
         match stored.get(key) {
             Some((v, m, c, ver)) if v == value && m == rev && c == rev && *ver == 1 => {}
             other => lost.push(format!(
@@ -142,12 +176,11 @@ async fn kill9_loses_no_acknowledged_write(backend: Backend) -> TestResult {
         written.len(),
         &lost[..lost.len().min(10)]
     );
-
-    // Unacknowledged puts that did land must sit above the acknowledged history.
+    // Every put that landed (acknowledged or not) took one revision after the lease's.
     let total_puts = stored.len() - 1; // minus dur/leased
     ensure!(
-        now - lease_put_rev >= total_puts as i64,
-        "revision {now} too low for {total_puts} puts after revision {lease_put_rev}"
+        now - lease_put_rev == total_puts as i64,
+        "revision {now} does not match {total_puts} puts after revision {lease_put_rev}"
     );
 
     // The lease survived with its key.
@@ -166,9 +199,5 @@ async fn kill9_loses_no_acknowledged_write(backend: Backend) -> TestResult {
     assert_eq!(ttl.keys(), [b"dur/leased".to_vec()]);
     let leased_kv = client.get("dur/leased", None).await?;
     assert_eq!(leased_kv.kvs()[0].lease(), LEASE_ID);
-
-    // And the store keeps working after the crash.
-    let after = client.put("dur/after", "x", None).await?;
-    assert_eq!(after.header().unwrap().revision(), now + 1);
     Ok(())
 }

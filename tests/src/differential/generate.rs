@@ -118,6 +118,9 @@ pub struct Generator {
     /// Leases revoked.
     revoked: Vec<i64>,
     next_lease: i64,
+    /// While set, no deliberately invalid request parts are generated (most Txns are
+    /// generated this way, so that most of them apply).
+    careful: bool,
 }
 
 impl Generator {
@@ -130,6 +133,7 @@ impl Generator {
             leases: Vec::new(),
             revoked: Vec::new(),
             next_lease: 0x1000,
+            careful: false,
         }
     }
 
@@ -216,6 +220,11 @@ impl Generator {
         })
     }
 
+    /// `p`, or nothing while generating carefully.
+    fn chance(&mut self, p: f64) -> bool {
+        !self.careful && self.rng.random_bool(p)
+    }
+
     fn key(&mut self) -> String {
         if self.rng.random_bool(0.02) {
             return "k/e/missing".to_owned();
@@ -270,14 +279,19 @@ impl Generator {
             }
         }
         (req.key, req.range_end) = span.bounds();
-        if self.rng.random_bool(0.01) {
+        if self.chance(0.01) {
             req.key.clear();
         }
-        req.revision = match self.rng.random_range(0..100) {
-            0..65 => 0,
-            65..90 => self.rng.random_range(self.compacted.max(1)..=self.revision),
-            90..95 if self.compacted > 1 => self.rng.random_range(1..self.compacted),
-            _ => self.revision + self.rng.random_range(1..=3),
+        let compacted_read = self.compacted > 1 && self.chance(0.05);
+        let future_read = self.chance(0.05);
+        req.revision = if compacted_read {
+            self.rng.random_range(1..self.compacted)
+        } else if future_read {
+            self.revision + self.rng.random_range(1..=3)
+        } else if self.rng.random_bool(0.3) {
+            self.rng.random_range(self.compacted.max(1)..=self.revision)
+        } else {
+            0
         };
         if self.rng.random_bool(0.5) {
             req.limit = self.rng.random_range(1..=12);
@@ -315,25 +329,32 @@ impl Generator {
         }
         keys.puts
             .insert(String::from_utf8_lossy(&req.key).into_owned());
-        req.lease = match self.rng.random_range(0..100) {
-            0..30 if !self.leases.is_empty() => *self.leases.choose(&mut self.rng).unwrap(),
-            30..33 => UNKNOWN_LEASE,
-            33..36 if !self.revoked.is_empty() => *self.revoked.choose(&mut self.rng).unwrap(),
-            _ => 0,
+        let bad_lease = self.chance(0.06);
+        req.lease = if bad_lease {
+            match self.revoked.choose(&mut self.rng) {
+                Some(id) if self.rng.random_bool(0.5) => *id,
+                _ => UNKNOWN_LEASE,
+            }
+        } else if !self.leases.is_empty() && self.rng.random_bool(0.3) {
+            *self.leases.choose(&mut self.rng).unwrap()
+        } else {
+            0
         };
-        if self.rng.random_bool(0.07) {
+        // ignore_value / ignore_lease fail on a missing key ("key not found") and when
+        // a value / lease is given as well.
+        if self.chance(0.07) {
             req.ignore_value = true;
             if self.rng.random_bool(0.8) {
                 req.value.clear();
             }
         }
-        if self.rng.random_bool(0.07) {
+        if self.chance(0.07) {
             req.ignore_lease = true;
             if self.rng.random_bool(0.8) {
                 req.lease = 0;
             }
         }
-        if self.rng.random_bool(0.01) {
+        if self.chance(0.01) {
             req.key.clear();
         }
         req
@@ -366,8 +387,12 @@ impl Generator {
                 _ => {}
             }
         }
+        if matches!(span, Span::All) && self.rng.random_bool(0.8) {
+            // Deleting everything is rare, or little history would be left to compare.
+            span = Span::Key(self.key());
+        }
         let (mut key, range_end) = span.bounds();
-        if self.rng.random_bool(0.01) {
+        if self.chance(0.01) {
             key.clear();
         }
         PbDeleteRequest {
@@ -439,6 +464,8 @@ impl Generator {
     }
 
     fn txn(&mut self, depth: usize) -> PbTxnRequest {
+        // Two Txns in three contain no deliberately invalid part.
+        self.careful = self.rng.random_bool(0.67);
         // One Txn in ten skips the bookkeeping and may write a key twice.
         let track = self.rng.random_bool(0.9);
         let fresh = || {
@@ -452,6 +479,7 @@ impl Generator {
         let compare = (0..n).map(|_| self.compare()).collect();
         let success = self.txn_ops(depth, &mut fresh());
         let failure = self.txn_ops(depth, &mut fresh());
+        self.careful = false;
         PbTxnRequest {
             compare,
             success,

@@ -27,11 +27,15 @@ pub struct Run {
     pub reference: Backend,
     /// The member under test.
     pub candidate: Backend,
+    /// Report every difference at the end instead of stopping at the first
+    /// (`DIFF_KEEP_GOING=1`); after a differing write the members may diverge.
+    pub keep_going: bool,
 }
 
 impl Run {
     /// A run of `ops` operations from `seed`, real etcd against kvstore. `DIFF_SEED` and
-    /// `DIFF_OPS` in the environment override the seed and the count.
+    /// `DIFF_OPS` in the environment override the seed and the count; `DIFF_CANDIDATE=etcd`
+    /// compares real etcd with itself (to check the test, not the store).
     pub fn new(seed: u64, ops: usize) -> Self {
         let seed = std::env::var("DIFF_SEED")
             .ok()
@@ -41,11 +45,16 @@ impl Run {
             .ok()
             .and_then(|s| s.parse().ok())
             .unwrap_or(ops);
+        let candidate = match std::env::var("DIFF_CANDIDATE").as_deref() {
+            Ok("etcd") => Backend::Etcd,
+            _ => Backend::Kvstore,
+        };
         Run {
             seed,
             ops,
             reference: Backend::Etcd,
-            candidate: Backend::Kvstore,
+            candidate,
+            keep_going: std::env::var_os("DIFF_KEEP_GOING").is_some(),
         }
     }
 
@@ -67,6 +76,7 @@ impl Run {
             candidate: candidate.raw().await?,
             swept_to: 0,
             revisions_compared: 0,
+            differences: Vec::new(),
         };
         let mut generator = Generator::new(self.seed);
         let mut tally: BTreeMap<String, usize> = BTreeMap::new();
@@ -82,6 +92,14 @@ impl Run {
         }
         pair.sweep(generator.revision()).await?;
         pair.compare("final lease list", &Op::LeaseLeases).await?;
+        if !pair.differences.is_empty() {
+            bail!(
+                "{} responses differ (seed={}); the first ones:\n{}",
+                pair.differences.len(),
+                self.seed,
+                pair.differences[..pair.differences.len().min(10)].join("\n\n")
+            );
+        }
         println!(
             "differential run: seed={} passed: {} ops, final revision {}, {} revisions \
              read back from both; outcomes:",
@@ -105,6 +123,8 @@ struct Pair {
     /// Revisions up to this one were read back from both.
     swept_to: i64,
     revisions_compared: usize,
+    /// Differences seen so far (only with `keep_going`).
+    differences: Vec<String>,
 }
 
 impl Pair {
@@ -112,7 +132,10 @@ impl Pair {
     async fn compare(&mut self, what: &str, op: &Op) -> Result<Outcome> {
         let expected = op.execute(&mut self.reference).await;
         let actual = op.execute(&mut self.candidate).await;
-        self.run.check(what, op, &expected, &actual)?;
+        match self.run.check(what, op, &expected, &actual) {
+            Err(e) if self.run.keep_going => self.differences.push(format!("{e:#}")),
+            other => other?,
+        }
         Ok(expected)
     }
 

@@ -7,14 +7,14 @@ pub fn readable(debug: &str) -> String {
     let mut out = String::with_capacity(debug.len());
     let mut i = 0;
     while i < bytes.len() {
-        if bytes[i] == b'[' {
-            if let Some((text, end)) = byte_list(&debug[i + 1..]) {
-                out.push_str("b\"");
-                out.push_str(&text);
-                out.push('"');
-                i += 1 + end;
-                continue;
-            }
+        if bytes[i] == b'['
+            && let Some((text, end)) = byte_list(&debug[i + 1..])
+        {
+            out.push_str("b\"");
+            out.push_str(&text);
+            out.push('"');
+            i += 1 + end;
+            continue;
         }
         let ch = debug[i..].chars().next().unwrap_or('?');
         out.push(ch);
