@@ -85,7 +85,9 @@ impl ServeArgs {
     /// The socket address of `--listen-peer-urls`, if peers are served.
     pub fn peer_addr(&self) -> anyhow::Result<Option<SocketAddr>> {
         match &self.listen_peer_urls {
-            Some(urls) => Ok(Some(parse_url_addr(urls.split(',').next().unwrap_or_default())?)),
+            Some(urls) => Ok(Some(parse_url_addr(
+                urls.split(',').next().unwrap_or_default(),
+            )?)),
             None => Ok(None),
         }
     }

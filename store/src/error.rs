@@ -62,7 +62,9 @@ impl Error {
             Error::Compacted | Error::FutureRevision | Error::LeaseTtlTooLarge => Code::OutOfRange,
             Error::LeaseNotFound => Code::NotFound,
             Error::LeaseExists => Code::FailedPrecondition,
-            Error::Stopped | Error::NoLeader | Error::Timeout | Error::LeaderChanged => Code::Unavailable,
+            Error::Stopped | Error::NoLeader | Error::Timeout | Error::LeaderChanged => {
+                Code::Unavailable
+            }
             Error::Storage(_) | Error::Corrupt(_) => Code::Internal,
         }
     }

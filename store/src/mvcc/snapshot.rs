@@ -17,11 +17,16 @@ type Record<'a> = (usize, &'a [u8], &'a [u8]);
 
 fn parse(bytes: &[u8]) -> Result<Vec<Record<'_>>> {
     let corrupt = |what: &str| Error::Corrupt(format!("snapshot: {what}"));
-    let rest = bytes.strip_prefix(MAGIC).ok_or_else(|| corrupt("not a kvstore state snapshot"))?;
+    let rest = bytes
+        .strip_prefix(MAGIC)
+        .ok_or_else(|| corrupt("not a kvstore state snapshot"))?;
     let mut at = 0usize;
     let mut records = Vec::new();
     let take = |at: &mut usize, n: usize| -> Result<&[u8]> {
-        let end = at.checked_add(n).filter(|e| *e <= rest.len()).ok_or_else(|| corrupt("truncated"))?;
+        let end = at
+            .checked_add(n)
+            .filter(|e| *e <= rest.len())
+            .ok_or_else(|| corrupt("truncated"))?;
         let out = &rest[*at..end];
         *at = end;
         Ok(out)
@@ -120,16 +125,22 @@ mod tests {
                 ..Default::default()
             })
         };
-        src.apply_batch(&[put("a"), put("b")], 2, &[], false, false).unwrap();
+        src.apply_batch(&[put("a"), put("b")], 2, &[], false, false)
+            .unwrap();
         let dump = src.dump().unwrap();
 
         let dst = MvccStore::open(b.path()).unwrap();
-        dst.apply_batch(&[put("old")], 1, &[], false, false).unwrap();
+        dst.apply_batch(&[put("old")], 1, &[], false, false)
+            .unwrap();
         let mut truncated = dump.clone();
         truncated.truncate(dump.len() - 3);
         assert!(matches!(dst.restore(&truncated), Err(Error::Corrupt(_))));
         assert!(matches!(dst.restore(b"garbage"), Err(Error::Corrupt(_))));
-        assert_eq!(dst.current_revision(), 2, "a refused dump leaves the state alone");
+        assert_eq!(
+            dst.current_revision(),
+            2,
+            "a refused dump leaves the state alone"
+        );
 
         dst.restore(&dump).unwrap();
         assert_eq!(dst.current_revision(), 3);

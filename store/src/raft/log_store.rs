@@ -47,16 +47,18 @@ impl LogStore {
     pub fn new(db: Arc<DB>) -> LogStore {
         let (flusher, rx) = std_mpsc::channel::<IOFlushed<TypeConfig>>();
         let flush_db = db.clone();
-        let spawned = std::thread::Builder::new().name("raft-log-fsync".into()).spawn(move || {
-            while let Ok(first) = rx.recv() {
-                let mut waiting = vec![first];
-                waiting.extend(rx.try_iter());
-                let result = flush_db.flush_wal(true).map_err(|e| e.into_string());
-                for cb in waiting {
-                    cb.io_completed(result.clone().map_err(io::Error::other));
+        let spawned = std::thread::Builder::new()
+            .name("raft-log-fsync".into())
+            .spawn(move || {
+                while let Ok(first) = rx.recv() {
+                    let mut waiting = vec![first];
+                    waiting.extend(rx.try_iter());
+                    let result = flush_db.flush_wal(true).map_err(|e| e.into_string());
+                    for cb in waiting {
+                        cb.io_completed(result.clone().map_err(io::Error::other));
+                    }
                 }
-            }
-        });
+            });
         if let Err(e) = spawned {
             // Without the flusher no append could ever be acknowledged.
             panic!("cannot start the raft log fsync thread: {e}");
@@ -65,18 +67,26 @@ impl LogStore {
     }
 
     fn cf(&self, name: &str) -> io::Result<&rocksdb::ColumnFamily> {
-        self.db.cf_handle(name).ok_or_else(|| io_err(format!("column family {name} missing")))
+        self.db
+            .cf_handle(name)
+            .ok_or_else(|| io_err(format!("column family {name} missing")))
     }
 
     fn get_meta<T: serde::de::DeserializeOwned>(&self, key: &[u8]) -> io::Result<Option<T>> {
-        match self.db.get_cf(self.cf(CF_RAFT_META)?, key).map_err(io_err)? {
+        match self
+            .db
+            .get_cf(self.cf(CF_RAFT_META)?, key)
+            .map_err(io_err)?
+        {
             Some(bytes) => Ok(Some(decode(&bytes)?)),
             None => Ok(None),
         }
     }
 
     fn put_meta<T: serde::Serialize>(&self, key: &[u8], value: &T) -> io::Result<()> {
-        self.db.put_cf(self.cf(CF_RAFT_META)?, key, encode(value)?).map_err(io_err)
+        self.db
+            .put_cf(self.cf(CF_RAFT_META)?, key, encode(value)?)
+            .map_err(io_err)
     }
 
     /// A value of the `raft_meta` family written by someone else (the member's identity).
@@ -85,7 +95,9 @@ impl LogStore {
     }
 
     pub fn put_raw_meta(&self, key: &[u8], value: &[u8]) -> io::Result<()> {
-        self.db.put_cf(self.cf(CF_RAFT_META)?, key, value).map_err(io_err)?;
+        self.db
+            .put_cf(self.cf(CF_RAFT_META)?, key, value)
+            .map_err(io_err)?;
         self.db.flush_wal(true).map_err(io_err)
     }
 }
@@ -106,10 +118,10 @@ impl RaftLogReader<TypeConfig> for LogStore {
         };
         let from = index_key(start);
         let mut out = Vec::new();
-        for item in self
-            .db
-            .iterator_cf(self.cf(CF_RAFT_LOG)?, IteratorMode::From(&from, Direction::Forward))
-        {
+        for item in self.db.iterator_cf(
+            self.cf(CF_RAFT_LOG)?,
+            IteratorMode::From(&from, Direction::Forward),
+        ) {
             let (k, v) = item.map_err(io_err)?;
             let index = u64::from_be_bytes(k.as_ref().try_into().map_err(io_err)?);
             if !range.contains(&index) {
@@ -130,7 +142,11 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, io::Error> {
         let last_purged: Option<LogId> = self.get_meta(META_LAST_PURGED)?;
-        let last = match self.db.iterator_cf(self.cf(CF_RAFT_LOG)?, IteratorMode::End).next() {
+        let last = match self
+            .db
+            .iterator_cf(self.cf(CF_RAFT_LOG)?, IteratorMode::End)
+            .next()
+        {
             Some(item) => {
                 let (_, v) = item.map_err(io_err)?;
                 Some(decode::<Entry>(&v)?.log_id())
@@ -164,7 +180,11 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         Ok(self.get_meta::<Option<LogId>>(META_COMMITTED)?.flatten())
     }
 
-    async fn append<I>(&mut self, entries: I, callback: IOFlushed<TypeConfig>) -> Result<(), io::Error>
+    async fn append<I>(
+        &mut self,
+        entries: I,
+        callback: IOFlushed<TypeConfig>,
+    ) -> Result<(), io::Error>
     where
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,

@@ -84,9 +84,9 @@ pub fn cluster_id(token: &str, members: &BTreeMap<u64, Member>) -> u64 {
 pub fn parse_initial_cluster(spec: &str, token: &str) -> anyhow::Result<BTreeMap<u64, Member>> {
     let mut members = BTreeMap::new();
     for item in spec.split(',').map(str::trim).filter(|s| !s.is_empty()) {
-        let (name, url) = item
-            .split_once('=')
-            .ok_or_else(|| anyhow::anyhow!("--initial-cluster entry {item:?} is not name=peerURL"))?;
+        let (name, url) = item.split_once('=').ok_or_else(|| {
+            anyhow::anyhow!("--initial-cluster entry {item:?} is not name=peerURL")
+        })?;
         crate::config::parse_url_addr(url)?;
         let id = member_id(name, token);
         let member = Member {

@@ -10,12 +10,14 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use openraft::OptionalSend;
-use openraft::errors::{NetworkError, RPCError, RaftError, ReplicationClosed, StreamingError, Unreachable};
+use openraft::errors::{
+    NetworkError, RPCError, RaftError, ReplicationClosed, StreamingError, Unreachable,
+};
 use openraft::network::v2::RaftNetworkV2;
 use openraft::network::{RPCOption, RaftNetworkFactory};
 use openraft::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, TransferLeaderRequest, TransferLeaderResponse,
-    VoteRequest, VoteResponse,
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, TransferLeaderRequest,
+    TransferLeaderResponse, VoteRequest, VoteResponse,
 };
 use serde::{Deserialize, Serialize};
 use tonic::transport::{Channel, Endpoint};
@@ -40,7 +42,11 @@ pub enum PeerRequest {
     Append(AppendEntriesRequest<TypeConfig>),
     Vote(VoteRequest<TypeConfig>),
     PreVote(VoteRequest<TypeConfig>),
-    Snapshot { vote: Vote, meta: SnapshotMeta, data: Vec<u8> },
+    Snapshot {
+        vote: Vote,
+        meta: SnapshotMeta,
+        data: Vec<u8>,
+    },
     TransferLeader(TransferLeaderRequest<TypeConfig>),
     /// A client write (an encoded command) forwarded to the leader.
     Propose(Vec<u8>),
@@ -108,8 +114,15 @@ impl Peers {
     }
 
     /// Sends one request and waits for its answer, at most `timeout`.
-    pub async fn call(&self, url: &str, req: &PeerRequest, timeout: Duration) -> Result<PeerResponse, tonic::Status> {
-        let channel = self.channel(url).map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+    pub async fn call(
+        &self,
+        url: &str,
+        req: &PeerRequest,
+        timeout: Duration,
+    ) -> Result<PeerResponse, tonic::Status> {
+        let channel = self
+            .channel(url)
+            .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
         let mut client = pb::peer_client::PeerClient::new(channel)
             .max_decoding_message_size(MAX_PEER_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_PEER_MESSAGE_BYTES);
@@ -123,7 +136,11 @@ impl Peers {
     }
 
     /// Forwards a client request to the leader at `url`.
-    pub async fn forward(&self, url: &str, req: &PeerRequest) -> Result<PeerResponse, ForwardError> {
+    pub async fn forward(
+        &self,
+        url: &str,
+        req: &PeerRequest,
+    ) -> Result<PeerResponse, ForwardError> {
         self.call(url, req, FORWARD_TIMEOUT).await.map_err(|s| {
             tracing::debug!(%url, status = %s, "forwarding to the leader failed");
             if s.code() == tonic::Code::Unavailable && s.message().contains("connect") {
@@ -153,7 +170,11 @@ pub struct PeerConnection {
 }
 
 impl PeerConnection {
-    async fn rpc(&self, req: PeerRequest, option: &RPCOption) -> Result<PeerResponse, RPCError<TypeConfig>> {
+    async fn rpc(
+        &self,
+        req: PeerRequest,
+        option: &RPCOption,
+    ) -> Result<PeerResponse, RPCError<TypeConfig>> {
         self.peers
             .call(&self.url, &req, option.hard_ttl())
             .await
@@ -165,7 +186,9 @@ impl PeerConnection {
 }
 
 fn unexpected(what: &str) -> RPCError<TypeConfig> {
-    RPCError::Network(NetworkError::from_string(format!("unexpected peer response to {what}")))
+    RPCError::Network(NetworkError::from_string(format!(
+        "unexpected peer response to {what}"
+    )))
 }
 
 fn remote(e: RaftError<TypeConfig>) -> RPCError<TypeConfig> {

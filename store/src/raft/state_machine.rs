@@ -54,7 +54,11 @@ impl StateMachine {
             Some(b) => postcard::from_bytes(&b).map_err(io_err)?,
             None => None,
         };
-        let membership = match self.store.meta_bytes(META_RAFT_MEMBERSHIP).map_err(io_err)? {
+        let membership = match self
+            .store
+            .meta_bytes(META_RAFT_MEMBERSHIP)
+            .map_err(io_err)?
+        {
             Some(b) => postcard::from_bytes(&b).map_err(io_err)?,
             None => StoredMembership::default(),
         };
@@ -71,7 +75,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     }
 
     async fn apply<Strm>(&mut self, mut entries: Strm) -> Result<(), io::Error>
-    where Strm: Stream<Item = Result<EntryResponder<TypeConfig>, io::Error>> + Unpin + OptionalSend {
+    where
+        Strm: Stream<Item = Result<EntryResponder<TypeConfig>, io::Error>> + Unpin + OptionalSend,
+    {
         let mut cmds = Vec::new();
         // For every entry: its responder and, for normal entries, its slot in `cmds` (or
         // the error it decoded to).
@@ -100,9 +106,15 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let Some(last) = last else {
             return Ok(());
         };
-        let mut meta = vec![(META_RAFT_APPLIED, postcard::to_stdvec(&Some(last.clone())).map_err(io_err)?)];
+        let mut meta = vec![(
+            META_RAFT_APPLIED,
+            postcard::to_stdvec(&Some(last.clone())).map_err(io_err)?,
+        )];
         if let Some(m) = &membership {
-            meta.push((META_RAFT_MEMBERSHIP, postcard::to_stdvec(m).map_err(io_err)?));
+            meta.push((
+                META_RAFT_MEMBERSHIP,
+                postcard::to_stdvec(m).map_err(io_err)?,
+            ));
         }
         let outs = self
             .store
@@ -122,7 +134,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         for (responder, slot) in pending {
             let Some(responder) = responder else { continue };
             let response = match slot {
-                Some(Ok(i)) => results[i].take().unwrap_or(Err(crate::error::Error::Stopped)),
+                Some(Ok(i)) => results[i]
+                    .take()
+                    .unwrap_or(Err(crate::error::Error::Stopped)),
                 Some(Err(e)) => Err(e),
                 // Blank and membership entries answer with an empty success.
                 None => Ok(CommandResult::Compact(Default::default())),
@@ -136,7 +150,11 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         self.clone()
     }
 
-    async fn install_snapshot(&mut self, meta: &SnapshotMeta, snapshot: Cursor<Vec<u8>>) -> Result<(), io::Error> {
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta,
+        snapshot: Cursor<Vec<u8>>,
+    ) -> Result<(), io::Error> {
         let data = snapshot.into_inner();
         let store = self.store.clone();
         let bytes = data.clone();
@@ -189,7 +207,8 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
             last_log_id: probe.applied,
             last_membership: probe.membership,
         };
-        *self.current.lock().unwrap_or_else(|e| e.into_inner()) = Some((meta.clone(), data.clone()));
+        *self.current.lock().unwrap_or_else(|e| e.into_inner()) =
+            Some((meta.clone(), data.clone()));
         Ok(Snapshot {
             meta,
             snapshot: Cursor::new(data),
@@ -217,6 +236,9 @@ impl SnapshotProbe {
             .transpose()
             .map_err(io_err)?
             .unwrap_or_default();
-        Ok(SnapshotProbe { applied, membership })
+        Ok(SnapshotProbe {
+            applied,
+            membership,
+        })
     }
 }

@@ -34,11 +34,18 @@ impl PbMaintenanceService for MaintenanceService {
         }))
     }
 
-    async fn status(&self, _req: Request<PbStatusRequest>) -> Result<Response<PbStatusResponse>, Status> {
+    async fn status(
+        &self,
+        _req: Request<PbStatusRequest>,
+    ) -> Result<Response<PbStatusResponse>, Status> {
         let node = &self.0;
         let size = node.store.db_size_bytes() as i64;
         let m = node.raft.metrics().borrow_watched().clone();
-        let is_learner = !m.membership_config.membership().voter_ids().any(|id| id == node.identity.member_id);
+        let is_learner = !m
+            .membership_config
+            .membership()
+            .voter_ids()
+            .any(|id| id == node.identity.member_id);
         Ok(Response::new(PbStatusResponse {
             header: Some(node.header(node.store.current_revision())),
             version: API_VERSION.into(),
@@ -81,15 +88,25 @@ impl PbMaintenanceService for MaintenanceService {
         Err(not_yet("Snapshot"))
     }
 
-    async fn move_leader(&self, req: Request<PbMoveLeaderRequest>) -> Result<Response<PbMoveLeaderResponse>, Status> {
+    async fn move_leader(
+        &self,
+        req: Request<PbMoveLeaderRequest>,
+    ) -> Result<Response<PbMoveLeaderResponse>, Status> {
         let node = &self.0;
         let target = req.into_inner().target_id;
         if !node.is_leader() {
             return Err(Status::failed_precondition("etcdserver: not leader"));
         }
         let m = node.raft.metrics().borrow_watched().clone();
-        if !m.membership_config.membership().voter_ids().any(|id| id == target) {
-            return Err(Status::failed_precondition("etcdserver: bad leader transferee"));
+        if !m
+            .membership_config
+            .membership()
+            .voter_ids()
+            .any(|id| id == target)
+        {
+            return Err(Status::failed_precondition(
+                "etcdserver: bad leader transferee",
+            ));
         }
         node.raft
             .trigger()
@@ -110,7 +127,9 @@ impl PbMaintenanceService for MaintenanceService {
         })
         .await;
         if moved.is_err() {
-            return Err(Status::deadline_exceeded("etcdserver: request timed out, leader transfer took too long"));
+            return Err(Status::deadline_exceeded(
+                "etcdserver: request timed out, leader transfer took too long",
+            ));
         }
         Ok(Response::new(PbMoveLeaderResponse {
             header: Some(node.header(node.store.current_revision())),
@@ -148,7 +167,10 @@ impl PbClusterService for ClusterService {
         Err(not_yet("MemberUpdate"))
     }
 
-    async fn member_list(&self, _req: Request<PbMemberListRequest>) -> Result<Response<PbMemberListResponse>, Status> {
+    async fn member_list(
+        &self,
+        _req: Request<PbMemberListRequest>,
+    ) -> Result<Response<PbMemberListResponse>, Status> {
         let node = &self.0;
         let m = node.raft.metrics().borrow_watched().clone();
         let membership = m.membership_config.membership();

@@ -24,8 +24,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use etcd_client::proto::{
-    PbClusterServer, PbKvServer, PbLeaseRevokeRequest, PbLeaseServer, PbMaintenanceServer, PbResponseHeader,
-    PbWatchServer,
+    PbClusterServer, PbKvServer, PbLeaseRevokeRequest, PbLeaseServer, PbMaintenanceServer,
+    PbResponseHeader, PbWatchServer,
 };
 use openraft::ServerState;
 use openraft::async_runtime::WatchReceiver;
@@ -37,7 +37,9 @@ use crate::error::{Error, Result};
 use crate::lease::Lessor;
 use crate::mvcc::MvccStore;
 use crate::raft::log_store::LogStore;
-use crate::raft::network::{ForwardError, MAX_PEER_MESSAGE_BYTES, PeerRequest, PeerResponse, Peers, pb};
+use crate::raft::network::{
+    ForwardError, MAX_PEER_MESSAGE_BYTES, PeerRequest, PeerResponse, Peers, pb,
+};
 use crate::raft::state_machine::StateMachine;
 use crate::raft::{Member, Raft, Request};
 use crate::watch::{HeaderSource, WatchHub};
@@ -100,7 +102,11 @@ impl Node {
     pub fn leader(&self) -> Option<(u64, Member)> {
         let metrics = self.raft.metrics().borrow_watched().clone();
         let id = metrics.current_leader?;
-        let member = metrics.membership_config.membership().get_node(&id)?.clone();
+        let member = metrics
+            .membership_config
+            .membership()
+            .get_node(&id)?
+            .clone();
         Some((id, member))
     }
 
@@ -303,18 +309,30 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         servers.push(tokio::spawn(
             tonic::transport::Server::builder()
                 .add_service(peer)
-                .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(listener), async move {
-                    let _ = stop.changed().await;
-                }),
+                .serve_with_incoming_shutdown(
+                    tokio_stream::wrappers::TcpListenerStream::new(listener),
+                    async move {
+                        let _ = stop.changed().await;
+                    },
+                ),
         ));
     }
     let max_msg = node.config.max_request_bytes + 512 * 1024;
     let router = tonic::transport::Server::builder()
-        .add_service(PbKvServer::new(kv::KvService(node.clone())).max_decoding_message_size(max_msg))
-        .add_service(PbWatchServer::new(watch::WatchService(node.clone())).max_decoding_message_size(max_msg))
+        .add_service(
+            PbKvServer::new(kv::KvService(node.clone())).max_decoding_message_size(max_msg),
+        )
+        .add_service(
+            PbWatchServer::new(watch::WatchService(node.clone()))
+                .max_decoding_message_size(max_msg),
+        )
         .add_service(PbLeaseServer::new(lease::LeaseService(node.clone())))
-        .add_service(PbMaintenanceServer::new(maintenance::MaintenanceService(node.clone())))
-        .add_service(PbClusterServer::new(maintenance::ClusterService(node.clone())));
+        .add_service(PbMaintenanceServer::new(maintenance::MaintenanceService(
+            node.clone(),
+        )))
+        .add_service(PbClusterServer::new(maintenance::ClusterService(
+            node.clone(),
+        )));
     let mut stop = shutdown_rx.clone();
     servers.push(tokio::spawn(router.serve_with_incoming_shutdown(
         tokio_stream::wrappers::TcpListenerStream::new(client_listener),
@@ -372,12 +390,15 @@ fn initial_members(config: &ServeArgs) -> anyhow::Result<(u64, BTreeMap<u64, Mem
 }
 
 /// Opens the store, starts Raft and the background tasks.
-pub async fn start(config: ServeArgs, shutdown: tokio::sync::watch::Receiver<bool>) -> anyhow::Result<Arc<Node>> {
+pub async fn start(
+    config: ServeArgs,
+    shutdown: tokio::sync::watch::Receiver<bool>,
+) -> anyhow::Result<Arc<Node>> {
     let (member_id, members) = initial_members(&config)?;
-    let store = Arc::new(
-        MvccStore::open(&config.data_dir)
-            .map_err(|e| anyhow::anyhow!("cannot open data dir {}: {e}", config.data_dir.display()))?,
-    );
+    let store =
+        Arc::new(MvccStore::open(&config.data_dir).map_err(|e| {
+            anyhow::anyhow!("cannot open data dir {}: {e}", config.data_dir.display())
+        })?);
     let log_store = LogStore::new(store.db());
     let cluster_id = match log_store.raw_meta(META_CLUSTER_ID)? {
         Some(b) if b.len() == 8 => u64::from_be_bytes(b.as_slice().try_into().unwrap_or_default()),
@@ -411,7 +432,14 @@ pub async fn start(config: ServeArgs, shutdown: tokio::sync::watch::Receiver<boo
     }
     .validate()?;
     let peers = Peers::default();
-    let raft = Raft::new(member_id, Arc::new(raft_config), peers.clone(), log_store, sm).await?;
+    let raft = Raft::new(
+        member_id,
+        Arc::new(raft_config),
+        peers.clone(),
+        log_store,
+        sm,
+    )
+    .await?;
     if config.initial_cluster_state == "new" && !raft.is_initialized().await? {
         // Every member of a new cluster initializes with the same membership; Raft's
         // election picks one leader (openraft documents this as safe).
@@ -480,10 +508,15 @@ async fn expire_leases(node: Arc<Node>, mut shutdown: tokio::sync::watch::Receiv
             }
             let n = node.clone();
             tokio::spawn(async move {
-                match n.propose(Command::LeaseRevoke(PbLeaseRevokeRequest { id })).await {
+                match n
+                    .propose(Command::LeaseRevoke(PbLeaseRevokeRequest { id }))
+                    .await
+                {
                     Ok(_) => tracing::debug!(lease = id, "lease expired and revoked"),
                     Err(Error::LeaseNotFound) => n.lessor.forget(id),
-                    Err(e) => tracing::warn!(lease = id, error = %e, "revoking an expired lease failed"),
+                    Err(e) => {
+                        tracing::warn!(lease = id, error = %e, "revoking an expired lease failed")
+                    }
                 }
             });
         }
@@ -491,7 +524,10 @@ async fn expire_leases(node: Arc<Node>, mut shutdown: tokio::sync::watch::Receiv
 }
 
 async fn progress_notifications(node: Arc<Node>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
-    let period = node.config.watch_progress_notify_interval.max(Duration::from_millis(10));
+    let period = node
+        .config
+        .watch_progress_notify_interval
+        .max(Duration::from_millis(10));
     let mut tick = tokio::time::interval(period);
     tick.tick().await;
     loop {

@@ -18,8 +18,8 @@ pub struct PeerService(pub Arc<Node>);
 impl pb::peer_server::Peer for PeerService {
     async fn call(&self, req: Request<pb::PeerFrame>) -> Result<Response<pb::PeerFrame>, Status> {
         let node = &self.0;
-        let req: PeerRequest =
-            decode(&req.into_inner().payload).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let req: PeerRequest = decode(&req.into_inner().payload)
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
         let resp = match req {
             PeerRequest::Append(r) => PeerResponse::Append(node.raft.append_entries(r).await),
             PeerRequest::Vote(r) => PeerResponse::Vote(node.raft.vote(r).await),
@@ -29,11 +29,19 @@ impl pb::peer_server::Peer for PeerService {
                     meta,
                     snapshot: Cursor::new(data),
                 };
-                PeerResponse::Snapshot(node.raft.install_full_snapshot(vote, snapshot).await.map_err(RaftError::Fatal))
+                PeerResponse::Snapshot(
+                    node.raft
+                        .install_full_snapshot(vote, snapshot)
+                        .await
+                        .map_err(RaftError::Fatal),
+                )
             }
-            PeerRequest::TransferLeader(r) => {
-                PeerResponse::TransferLeader(node.raft.handle_transfer_leader(r).await.map_err(RaftError::Fatal))
-            }
+            PeerRequest::TransferLeader(r) => PeerResponse::TransferLeader(
+                node.raft
+                    .handle_transfer_leader(r)
+                    .await
+                    .map_err(RaftError::Fatal),
+            ),
             // Forwarded requests are served only by the leader itself: no forwarding chains.
             // "no leader" only when the write was not submitted: the sender may retry it.
             PeerRequest::Propose(bytes) => PeerResponse::Propose(if node.is_leader() {
@@ -47,11 +55,13 @@ impl pb::peer_server::Peer for PeerService {
             } else {
                 Err(Error::NoLeader)
             }),
-            PeerRequest::LeaseTimeToLive(id) => PeerResponse::LeaseTimeToLive(if node.is_leader() {
-                Ok(node.lessor.remaining(id).map(|d| d.as_millis() as u64))
-            } else {
-                Err(Error::NoLeader)
-            }),
+            PeerRequest::LeaseTimeToLive(id) => {
+                PeerResponse::LeaseTimeToLive(if node.is_leader() {
+                    Ok(node.lessor.remaining(id).map(|d| d.as_millis() as u64))
+                } else {
+                    Err(Error::NoLeader)
+                })
+            }
         };
         let payload = encode(&resp).map_err(|e| Status::internal(e.to_string()))?;
         Ok(Response::new(pb::PeerFrame { payload }))
