@@ -125,7 +125,7 @@ impl<'a> Ctx<'a> {
     fn apply(&mut self, cmd: &Command) -> Result<CommandResult> {
         match cmd {
             Command::Put(req) => {
-                self.check_put(req)?;
+                self.check_put(req, false)?;
                 let resp = self.put(req)?;
                 Ok(CommandResult::Put(resp))
             }
@@ -174,22 +174,23 @@ impl<'a> Ctx<'a> {
         store.cf(name)
     }
 
-    /// The checks etcd makes before a put changes anything.
-    fn check_put(&self, req: &PbPutRequest) -> Result<()> {
-        if req.lease != 0 && !self.state.leases.contains_key(&req.lease) {
-            return Err(Error::LeaseNotFound);
-        }
-        if (req.ignore_value || req.ignore_lease)
+    /// The checks etcd makes before a put changes anything. A top-level put checks its
+    /// lease first; a put inside a Txn checks ignore_value/ignore_lease first (etcd's
+    /// `checkRequestPut`), so the order differs and clients see the same error as etcd.
+    fn check_put(&self, req: &PbPutRequest, in_txn: bool) -> Result<()> {
+        let lease_missing = req.lease != 0 && !self.state.leases.contains_key(&req.lease);
+        let key_missing = (req.ignore_value || req.ignore_lease)
             && self
                 .state
                 .index
                 .get(&req.key)
                 .and_then(|h| h.live())
-                .is_none()
-        {
-            return Err(Error::KeyNotFound);
+                .is_none();
+        match (in_txn, lease_missing, key_missing) {
+            (false, true, _) | (true, true, false) => Err(Error::LeaseNotFound),
+            (_, _, true) => Err(Error::KeyNotFound),
+            _ => Ok(()),
         }
-        Ok(())
     }
 
     fn put(&mut self, req: &PbPutRequest) -> Result<PbPutResponse> {
@@ -322,19 +323,28 @@ impl<'a> Ctx<'a> {
         Ok(())
     }
 
-    /// Checks every request on the chosen path (puts: lease and ignore_* rules; ranges:
-    /// revision bounds) so that a Txn fails before it writes anything.
-    fn check_path(&self, req: &PbTxnRequest, path: &[bool], at: &mut usize) -> Result<()> {
+    /// Checks every request on the chosen path so that a Txn fails before it writes
+    /// anything: all puts first (lease and ignore_* rules), then all ranges (revision
+    /// bounds), as etcd orders them.
+    fn check_path(
+        &self,
+        req: &PbTxnRequest,
+        path: &[bool],
+        at: &mut usize,
+        puts: bool,
+    ) -> Result<()> {
         let ok = path.get(*at).copied().unwrap_or(false);
         *at += 1;
         let ops = if ok { &req.success } else { &req.failure };
         for op in ops {
             match &op.request {
-                Some(PbTxnOpRequest::RequestPut(p)) => self.check_put(p)?,
-                Some(PbTxnOpRequest::RequestRange(r)) if r.revision != 0 => {
+                Some(PbTxnOpRequest::RequestPut(p)) if puts => self.check_put(p, true)?,
+                Some(PbTxnOpRequest::RequestRange(r)) if !puts && r.revision != 0 => {
                     resolve_revision(self.state, r.revision, self.state.current_rev)?;
                 }
-                Some(PbTxnOpRequest::RequestTxn(nested)) => self.check_path(nested, path, at)?,
+                Some(PbTxnOpRequest::RequestTxn(nested)) => {
+                    self.check_path(nested, path, at, puts)?
+                }
                 _ => {}
             }
         }
@@ -381,7 +391,8 @@ impl<'a> Ctx<'a> {
     fn txn(&mut self, req: &PbTxnRequest) -> Result<PbTxnResponse> {
         let mut path = Vec::new();
         self.txn_path(req, &mut path)?;
-        self.check_path(req, &path, &mut 0)?;
+        self.check_path(req, &path, &mut 0, true)?;
+        self.check_path(req, &path, &mut 0, false)?;
         self.exec_txn(req, &path, &mut 0)
     }
 

@@ -98,8 +98,9 @@ pub(crate) fn range_with(
             count,
         });
     }
+    // As etcd: only an explicit sort order or a filter makes it fetch everything; a
+    // non-key target with order NONE sorts just the limit+1 keys fetched in key order.
     let filtered = req.sort_order != SORT_NONE
-        || req.sort_target != TARGET_KEY
         || req.min_mod_revision != 0
         || req.max_mod_revision != 0
         || req.min_create_revision != 0

@@ -66,10 +66,11 @@ fn fnv1a(parts: &[&str]) -> u64 {
     (h >> 1).max(1)
 }
 
-/// A member's ID, derived from its name and the cluster token (as etcd derives it from
-/// stable inputs), so every member computes the same IDs from `--initial-cluster`.
-pub fn member_id(name: &str, token: &str) -> u64 {
-    fnv1a(&["member", name, token])
+/// A member's ID, derived from its peer URL and the cluster token (as etcd derives it),
+/// so every member computes the same IDs from `--initial-cluster`, and a member added with
+/// MemberAdd (which names only the peer URL) gets the ID it will compute for itself.
+pub fn member_id(peer_url: &str, token: &str) -> u64 {
+    fnv1a(&["member", peer_url.trim_end_matches('/'), token])
 }
 
 /// The cluster's ID: the token and the initial members' IDs.
@@ -88,14 +89,15 @@ pub fn parse_initial_cluster(spec: &str, token: &str) -> anyhow::Result<BTreeMap
             anyhow::anyhow!("--initial-cluster entry {item:?} is not name=peerURL")
         })?;
         crate::config::parse_url_addr(url)?;
-        let id = member_id(name, token);
+        let id = member_id(url, token);
         let member = Member {
             name: name.to_string(),
             peer_url: url.to_string(),
             client_urls: Vec::new(),
         };
-        if members.insert(id, member).is_some() {
-            anyhow::bail!("--initial-cluster names member {name:?} twice");
+        if members.values().any(|m: &Member| m.name == name) || members.insert(id, member).is_some()
+        {
+            anyhow::bail!("--initial-cluster names member {name:?} or its peer URL twice");
         }
     }
     if members.is_empty() {
@@ -110,17 +112,19 @@ mod tests {
 
     #[test]
     fn ids_are_stable_and_distinct() {
-        assert_eq!(member_id("a", "t"), member_id("a", "t"));
-        assert_ne!(member_id("a", "t"), member_id("b", "t"));
-        assert_ne!(member_id("a", "t"), member_id("a", "u"));
-        assert!(member_id("a", "t") as i64 > 0);
+        let a = "http://127.0.0.1:1";
+        assert_eq!(member_id(a, "t"), member_id("http://127.0.0.1:1/", "t"));
+        assert_ne!(member_id(a, "t"), member_id("http://127.0.0.1:2", "t"));
+        assert_ne!(member_id(a, "t"), member_id(a, "u"));
+        assert!(member_id(a, "t") as i64 > 0);
     }
 
     #[test]
     fn initial_cluster_parses_and_rejects_bad_specs() {
         let m = parse_initial_cluster("a=http://127.0.0.1:1,b=http://127.0.0.1:2", "t").unwrap();
         assert_eq!(m.len(), 2);
-        assert_eq!(m[&member_id("b", "t")].peer_url, "http://127.0.0.1:2");
+        assert_eq!(m[&member_id("http://127.0.0.1:2", "t")].name, "b");
+        assert!(parse_initial_cluster("a=http://127.0.0.1:1,b=http://127.0.0.1:1", "t").is_err());
         assert!(parse_initial_cluster("a", "t").is_err());
         assert!(parse_initial_cluster("a=http://x:1", "t").is_err());
         assert!(parse_initial_cluster("a=http://127.0.0.1:1,a=http://127.0.0.1:2", "t").is_err());

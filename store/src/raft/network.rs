@@ -55,6 +55,8 @@ pub enum PeerRequest {
     /// Lease clocks run on the leader: keep-alives and TTL queries go there.
     LeaseKeepAlive(i64),
     LeaseTimeToLive(i64),
+    /// Membership changes run on the leader.
+    Membership(crate::server::MembershipOp),
 }
 
 /// The answers, one variant per request.
@@ -70,6 +72,7 @@ pub enum PeerResponse {
     LeaseKeepAlive(Result<i64, Error>),
     /// Remaining milliseconds, if the lease exists.
     LeaseTimeToLive(Result<Option<u64>, Error>),
+    Membership(crate::server::MembershipResult),
 }
 
 pub fn encode<T: Serialize>(v: &T) -> Result<Vec<u8>, Error> {

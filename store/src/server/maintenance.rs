@@ -1,6 +1,5 @@
-//! Maintenance (Status, Alarm, MoveLeader) and Cluster (MemberList). The RPCs whose
-//! issues have not landed yet (membership changes, backups, defrag, hashes) answer
-//! Unimplemented with a message saying so.
+//! Maintenance: Status, Alarm, HashKV and MoveLeader. The RPCs whose issues have not
+//! landed yet (backups, defrag) answer Unimplemented with a message saying so.
 
 use std::sync::Arc;
 
@@ -14,7 +13,6 @@ use super::Node;
 pub const API_VERSION: &str = "3.5.0";
 
 pub struct MaintenanceService(pub Arc<Node>);
-pub struct ClusterService(pub Arc<Node>);
 
 fn not_yet(what: &str) -> Status {
     Status::unimplemented(format!(
@@ -74,9 +72,17 @@ impl PbMaintenanceService for MaintenanceService {
 
     async fn hash_kv(
         &self,
-        _req: Request<PbHashKvRequest>,
+        req: Request<PbHashKvRequest>,
     ) -> Result<Response<PbHashKvResponse>, Status> {
-        Err(not_yet("HashKV"))
+        let node = &self.0;
+        let (hash, compact_revision, hash_revision) =
+            node.store.hash_kv(req.into_inner().revision)?;
+        Ok(Response::new(PbHashKvResponse {
+            header: Some(node.header(node.store.current_revision())),
+            hash,
+            compact_revision,
+            hash_revision,
+        }))
     }
 
     type SnapshotStream = futures::stream::Empty<Result<PbSnapshotResponse, Status>>;
@@ -141,64 +147,5 @@ impl PbMaintenanceService for MaintenanceService {
         _req: Request<PbDowngradeRequest>,
     ) -> Result<Response<PbDowngradeResponse>, Status> {
         Err(not_yet("Downgrade"))
-    }
-}
-
-#[tonic::async_trait]
-impl PbClusterService for ClusterService {
-    async fn member_add(
-        &self,
-        _req: Request<PbMemberAddRequest>,
-    ) -> Result<Response<PbMemberAddResponse>, Status> {
-        Err(not_yet("MemberAdd"))
-    }
-
-    async fn member_remove(
-        &self,
-        _req: Request<PbMemberRemoveRequest>,
-    ) -> Result<Response<PbMemberRemoveResponse>, Status> {
-        Err(not_yet("MemberRemove"))
-    }
-
-    async fn member_update(
-        &self,
-        _req: Request<PbMemberUpdateRequest>,
-    ) -> Result<Response<PbMemberUpdateResponse>, Status> {
-        Err(not_yet("MemberUpdate"))
-    }
-
-    async fn member_list(
-        &self,
-        _req: Request<PbMemberListRequest>,
-    ) -> Result<Response<PbMemberListResponse>, Status> {
-        let node = &self.0;
-        let m = node.raft.metrics().borrow_watched().clone();
-        let membership = m.membership_config.membership();
-        let voters: Vec<u64> = membership.voter_ids().collect();
-        let members = membership
-            .nodes()
-            .map(|(id, member)| PbMember {
-                id: *id,
-                name: member.name.clone(),
-                peer_ur_ls: vec![member.peer_url.clone()],
-                client_ur_ls: if *id == node.identity.member_id {
-                    node.config.advertised_client_urls()
-                } else {
-                    member.client_urls.clone()
-                },
-                is_learner: !voters.contains(id),
-            })
-            .collect();
-        Ok(Response::new(PbMemberListResponse {
-            header: Some(node.header(node.store.current_revision())),
-            members,
-        }))
-    }
-
-    async fn member_promote(
-        &self,
-        _req: Request<PbMemberPromoteRequest>,
-    ) -> Result<Response<PbMemberPromoteResponse>, Status> {
-        Err(not_yet("MemberPromote"))
     }
 }

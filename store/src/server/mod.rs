@@ -11,6 +11,8 @@
 //! quorum; the serving member waits until it has applied up to that index), local when
 //! `serializable`.
 
+mod cluster;
+pub use cluster::{MembershipOp, MembershipResult};
 mod kv;
 mod lease;
 mod maintenance;
@@ -118,7 +120,7 @@ impl Node {
     /// `remote` to it, retrying while no leader answers; fails with "no leader" after
     /// [`LEADER_WAIT`]. A request that is not `idempotent` is not resent once it may have
     /// reached a leader: that failure is "request timed out" (the outcome is unknown).
-    async fn on_leader<T, L, F>(
+    pub(crate) async fn on_leader<T, L, F>(
         &self,
         idempotent: bool,
         local: L,
@@ -330,9 +332,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         .add_service(PbMaintenanceServer::new(maintenance::MaintenanceService(
             node.clone(),
         )))
-        .add_service(PbClusterServer::new(maintenance::ClusterService(
-            node.clone(),
-        )));
+        .add_service(PbClusterServer::new(cluster::ClusterService(node.clone())));
     let mut stop = shutdown_rx.clone();
     servers.push(tokio::spawn(router.serve_with_incoming_shutdown(
         tokio_stream::wrappers::TcpListenerStream::new(client_listener),
@@ -378,13 +378,16 @@ fn initial_members(config: &ServeArgs) -> anyhow::Result<(u64, BTreeMap<u64, Mem
         .clone()
         .unwrap_or_else(|| format!("{}={own_peer}", config.name));
     let mut members = crate::raft::parse_initial_cluster(&spec, token)?;
-    let id = crate::raft::member_id(&config.name, token);
-    let own = members.get_mut(&id).ok_or_else(|| {
-        anyhow::anyhow!(
-            "couldn't find local name {:?} in the initial cluster configuration",
-            config.name
-        )
-    })?;
+    let id = crate::raft::member_id(&own_peer, token);
+    let own = members
+        .get_mut(&id)
+        .filter(|m| m.name == config.name)
+        .ok_or_else(|| {
+            anyhow::anyhow!(
+                "couldn't find local name {:?} with peer URL {own_peer} in the initial cluster configuration",
+                config.name
+            )
+        })?;
     own.client_urls = config.advertised_client_urls();
     Ok((id, members))
 }
@@ -458,6 +461,8 @@ pub async fn start(
         applied,
     });
     tokio::spawn(node.hub.clone().run_catch_up(shutdown.clone()));
+    let publisher = node.clone();
+    tokio::spawn(async move { publisher.publish_self().await });
     tokio::spawn(follow_leadership(node.clone(), shutdown.clone()));
     tokio::spawn(expire_leases(node.clone(), shutdown.clone()));
     tokio::spawn(progress_notifications(node.clone(), shutdown));

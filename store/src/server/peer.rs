@@ -55,6 +55,13 @@ impl pb::peer_server::Peer for PeerService {
             } else {
                 Err(Error::NoLeader)
             }),
+            PeerRequest::Membership(op) => PeerResponse::Membership(if node.is_leader() {
+                node.change_members_local(op).await
+            } else {
+                Err(super::cluster::MembershipError::Other(
+                    Error::NoLeader.to_string(),
+                ))
+            }),
             PeerRequest::LeaseTimeToLive(id) => {
                 PeerResponse::LeaseTimeToLive(if node.is_leader() {
                     Ok(node.lessor.remaining(id).map(|d| d.as_millis() as u64))
