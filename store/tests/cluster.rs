@@ -23,6 +23,8 @@ struct Member {
     client_port: u16,
     peer_port: u16,
     child: Option<Child>,
+    /// Joined an existing cluster (after MemberAdd) rather than forming it.
+    joined: bool,
 }
 
 struct Cluster {
@@ -40,6 +42,7 @@ impl Cluster {
                 client_port: free_port(),
                 peer_port: free_port(),
                 child: None,
+                joined: false,
             })
             .collect();
         let initial_cluster = members
@@ -88,6 +91,10 @@ impl Cluster {
                 &format!("http://127.0.0.1:{}", m.peer_port),
             ])
             .args(["--initial-cluster", &self.initial_cluster])
+            .args([
+                "--initial-cluster-state",
+                if m.joined { "existing" } else { "new" },
+            ])
             .args(["--initial-cluster-token", "cluster-test"])
             .args(["--heartbeat-interval", "50", "--election-timeout", "500"])
             .args(&self.extra)
@@ -97,6 +104,36 @@ impl Cluster {
             .spawn()
             .unwrap();
         self.members[i].child = Some(child);
+    }
+
+    /// Prepares a new member (not started) to join with `--initial-cluster-state existing`.
+    fn new_member(&mut self) -> usize {
+        let i = self.members.len();
+        let m = Member {
+            name: format!("m{}", i + 1),
+            client_port: free_port(),
+            peer_port: free_port(),
+            child: None,
+            joined: true,
+        };
+        self.initial_cluster
+            .push_str(&format!(",{}=http://127.0.0.1:{}", m.name, m.peer_port));
+        self.members.push(m);
+        i
+    }
+
+    fn peer_url(&self, i: usize) -> String {
+        format!("http://127.0.0.1:{}", self.members[i].peer_port)
+    }
+
+    fn signal(&self, i: usize, sig: &str) {
+        let pid = self.members[i].child.as_ref().unwrap().id().to_string();
+        let ok = Command::new("kill")
+            .args([sig, &pid])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill {sig} {pid} failed");
     }
 
     fn kill9(&mut self, i: usize) {
@@ -111,7 +148,7 @@ impl Cluster {
     }
 
     async fn client(&self, i: usize) -> Client {
-        let deadline = Instant::now() + Duration::from_secs(20);
+        let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if let Ok(mut c) = Client::connect([self.endpoint(i)], None).await {
                 if c.status().await.is_ok() {
@@ -175,8 +212,79 @@ impl Cluster {
 impl Drop for Cluster {
     fn drop(&mut self) {
         for i in 0..self.members.len() {
+            if self.members[i].child.is_some() {
+                // A paused member must be resumed to die promptly.
+                let _ = Command::new("kill")
+                    .args([
+                        "-CONT",
+                        &self.members[i].child.as_ref().unwrap().id().to_string(),
+                    ])
+                    .status();
+            }
             self.kill9(i);
         }
+    }
+}
+
+/// Puts keys `prefix-0, prefix-1, ...` through the given endpoints in turn until told to
+/// stop; returns the keys acknowledged with their revisions. Failures (elections, a dead
+/// member) are retried on the next endpoint; an unacknowledged put is not recorded.
+fn write_load(
+    endpoints: Vec<String>,
+    prefix: &'static str,
+    stop: tokio::sync::watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<Vec<(String, i64)>> {
+    tokio::spawn(async move {
+        let mut acked = Vec::new();
+        let mut clients = Vec::new();
+        for e in &endpoints {
+            if let Ok(c) = Client::connect([e.clone()], None).await {
+                clients.push(c);
+            }
+        }
+        let mut n = 0u64;
+        while !*stop.borrow() {
+            let key = format!("{prefix}-{n}");
+            let count = clients.len();
+            let c = &mut clients[(n as usize) % count];
+            let put =
+                tokio::time::timeout(Duration::from_secs(3), c.put(key.clone(), "v", None)).await;
+            if let Ok(Ok(resp)) = put {
+                acked.push((key, resp.header().unwrap().revision()));
+            }
+            n += 1;
+        }
+        acked
+    })
+}
+
+/// Waits until every listed member reports the same HashKV at the same revision.
+async fn converged(cluster: &Cluster, members: &[usize]) -> (i64, u32) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let mut seen = Vec::new();
+        for &i in members {
+            let mut c = cluster.client(i).await;
+            let rev = c.status().await.unwrap().header().unwrap().revision();
+            seen.push((rev, i));
+        }
+        let rev = seen.iter().map(|(r, _)| *r).min().unwrap();
+        let mut hashes = Vec::new();
+        for &i in members {
+            let mut c = cluster.client(i).await;
+            if let Ok(h) = c.hash_kv(rev).await {
+                hashes.push(h.hash());
+            }
+        }
+        let same_rev = seen.iter().all(|(r, _)| *r == rev);
+        if same_rev && hashes.len() == members.len() && hashes.iter().all(|h| *h == hashes[0]) {
+            return (rev, hashes[0]);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "members did not converge: {seen:?} {hashes:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
 
@@ -393,4 +501,227 @@ async fn leases_are_kept_alive_through_followers_and_expire_on_the_leader() {
     }
     let ttl = c.lease_time_to_live(dropped, None).await.unwrap();
     assert_eq!(ttl.ttl(), -1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leader_killed_under_write_load_loses_no_acknowledged_write() {
+    let mut cluster = Cluster::start(3, &[]);
+    for i in 0..3 {
+        cluster.client(i).await;
+    }
+    let leader = cluster.leader().await;
+    let survivors: Vec<usize> = (0..3).filter(|i| *i != leader).collect();
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    // Writers on the survivors only: their acknowledged writes must all survive.
+    let load = write_load(
+        survivors.iter().map(|i| cluster.endpoint(*i)).collect(),
+        "load",
+        stop_rx,
+    );
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    cluster.kill9(leader);
+    let new_leader = cluster.leader().await;
+    assert_ne!(new_leader, leader);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    stop_tx.send(true).unwrap();
+    let acked = load.await.unwrap();
+    assert!(
+        acked.len() > 20,
+        "too few writes acknowledged: {}",
+        acked.len()
+    );
+    let last_rev = acked.iter().map(|(_, r)| *r).max().unwrap();
+    assert!(
+        acked.iter().any(|(_, r)| *r > last_rev - 5),
+        "writes resumed after the failover"
+    );
+
+    for &i in &survivors {
+        let mut c = cluster.client(i).await;
+        for (key, rev) in &acked {
+            let r = c.get(key.as_str(), None).await.unwrap();
+            assert_eq!(r.kvs().len(), 1, "member {i} lost acknowledged {key}");
+            assert_eq!(r.kvs()[0].mod_revision(), *rev, "member {i}: {key}");
+        }
+    }
+    // The killed member comes back, catches up, and all three agree byte for byte.
+    cluster.spawn(leader);
+    cluster.client(leader).await;
+    let (rev, _) = converged(&cluster, &[0, 1, 2]).await;
+    assert!(rev >= last_rev);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn five_members_keep_serving_with_two_down() {
+    let mut cluster = Cluster::start(5, &[]);
+    for i in 0..5 {
+        cluster.client(i).await;
+    }
+    let leader = cluster.leader().await;
+    // Take down the leader and one follower.
+    let down = [leader, (leader + 1) % 5];
+    for i in down {
+        cluster.kill9(i);
+    }
+    let up: Vec<usize> = (0..5).filter(|i| !down.contains(i)).collect();
+    let mut c = cluster.client(up[0]).await;
+    eventually(|| {
+        let mut c = c.clone();
+        async move { c.put("with-two-down", "yes", None).await }
+    })
+    .await;
+    for &i in &up {
+        let mut ci = cluster.client(i).await;
+        let r = eventually(|| {
+            let mut ci = ci.clone();
+            async move { ci.get("with-two-down", None).await }
+        })
+        .await;
+        assert_eq!(r.kvs()[0].value(), b"yes", "member {i}");
+        ci.put(format!("from-{i}"), "x", None).await.unwrap();
+    }
+    let r = c
+        .get("from-", Some(GetOptions::new().with_prefix()))
+        .await
+        .unwrap();
+    assert_eq!(r.count(), 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn learner_joins_through_a_snapshot_is_promoted_and_an_old_member_removed_under_load() {
+    let mut cluster = Cluster::start(3, &["--snapshot-count", "30"]);
+    for i in 0..3 {
+        cluster.client(i).await;
+    }
+    let leader = cluster.leader().await;
+    let mut c = cluster.client(leader).await;
+    for i in 0..150 {
+        c.put(format!("pre-{i}"), "v", None).await.unwrap();
+    }
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let load = write_load(
+        (0..3).map(|i| cluster.endpoint(i)).collect(),
+        "during",
+        stop_rx,
+    );
+
+    // Add an empty member as a learner; it can only catch up from a snapshot (the log
+    // before the last snapshot is purged).
+    let new = cluster.new_member();
+    let added = c
+        .member_add(
+            [cluster.peer_url(new)],
+            Some(etcd_client::MemberAddOptions::new().with_is_learner()),
+        )
+        .await
+        .unwrap();
+    let new_id = added.member().unwrap().id();
+    assert!(added.member().unwrap().is_learner());
+    cluster.spawn(new);
+    let mut nc = cluster.client(new).await;
+    let promoted = {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            match c.member_promote(new_id).await {
+                Ok(_) => break true,
+                Err(e) => {
+                    assert!(
+                        e.to_string().contains("in sync") || e.to_string().contains("leader"),
+                        "unexpected promote error: {e}"
+                    );
+                }
+            }
+            if Instant::now() > deadline {
+                break false;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    };
+    assert!(promoted, "the learner never caught up:\n{}", cluster.logs());
+    let list = c.member_list().await.unwrap();
+    assert!(
+        list.members().iter().all(|m| !m.is_learner()),
+        "{:?}",
+        list.members()
+    );
+    assert_eq!(list.members().len(), 4);
+
+    // Remove an old follower (not the one we talk to).
+    let victim = (0..3).find(|i| *i != leader).unwrap();
+    let members = c.member_list().await.unwrap();
+    let victim_id = members
+        .members()
+        .iter()
+        .find(|m| {
+            m.peer_urls()
+                .iter()
+                .any(|u| u.ends_with(&cluster.members[victim].peer_port.to_string()))
+        })
+        .unwrap()
+        .id();
+    c.member_remove(victim_id).await.unwrap();
+    assert_eq!(c.member_list().await.unwrap().members().len(), 3);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop_tx.send(true).unwrap();
+    let acked = load.await.unwrap();
+    assert!(!acked.is_empty());
+
+    // The promoted member holds everything, including what was written during the changes.
+    let r = nc
+        .get(
+            "pre-",
+            Some(GetOptions::new().with_prefix().with_count_only()),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.count(), 150);
+    for (key, rev) in acked.iter().rev().take(20) {
+        let r = nc.get(key.as_str(), None).await.unwrap();
+        assert_eq!(r.kvs()[0].mod_revision(), *rev, "{key}");
+    }
+    let remaining: Vec<usize> = (0..4).filter(|i| *i != victim).collect();
+    converged(&cluster, &remaining).await;
+    let log =
+        std::fs::read_to_string(cluster.dir.path().join(format!("m{}.log", new + 1))).unwrap();
+    assert!(
+        log.contains("snapshot"),
+        "the learner should have installed a snapshot"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_minority_member_serves_nothing_stale_and_rejoins() {
+    let cluster = Cluster::start(3, &[]);
+    for i in 0..3 {
+        cluster.client(i).await;
+    }
+    let leader = cluster.leader().await;
+    let paused = (leader + 1) % 3;
+    let mut pc = cluster.client(paused).await;
+    pc.put("k", "before", None).await.unwrap();
+    cluster.signal(paused, "-STOP");
+
+    // The majority goes on.
+    let mut lc = cluster.client(leader).await;
+    for i in 0..20 {
+        lc.put("k", format!("during-{i}"), None).await.unwrap();
+    }
+    // The paused member answers neither writes nor linearizable reads.
+    let write =
+        tokio::time::timeout(Duration::from_secs(1), pc.put("k", "from-paused", None)).await;
+    assert!(write.is_err() || write.unwrap().is_err());
+    let read = tokio::time::timeout(Duration::from_secs(1), pc.get("k", None)).await;
+    assert!(read.is_err() || read.unwrap().is_err());
+
+    // Resumed: its first linearizable read already reflects the majority's writes.
+    cluster.signal(paused, "-CONT");
+    let mut fresh = cluster.client(paused).await;
+    let r = eventually(|| {
+        let mut c = fresh.clone();
+        async move { c.get("k", None).await }
+    })
+    .await;
+    assert_eq!(r.kvs()[0].value(), b"during-19");
+    let _ = fresh.status().await.unwrap();
+    converged(&cluster, &[0, 1, 2]).await;
 }
