@@ -6,7 +6,6 @@
 export CARGO_TARGET_DIR ?= $(HOME)/.cache/kvstore/target
 
 DATA_DIR ?= data
-CLIENT_URL ?= http://127.0.0.1:2379
 
 .PHONY: setup build up test lint
 
@@ -17,8 +16,7 @@ build: setup
 	cargo build --workspace --bins
 
 up: build
-	mkdir -p $(DATA_DIR)
-	$(CARGO_TARGET_DIR)/debug/kvstore serve --name member-1 --data-dir $(DATA_DIR)/member-1 --listen-client-urls $(CLIENT_URL)
+	DATA_DIR=$(DATA_DIR) ./scripts/up.sh
 
 test: build
 	cargo test --workspace
