@@ -2,6 +2,7 @@
 //! (`lease`), a watch hub (`watch`), deterministic write commands (`command`), the gRPC
 //! services (`server`) and the etcdctl-style client (`cli`).
 
+pub mod backup;
 pub mod cli;
 pub mod command;
 pub mod config;

@@ -150,10 +150,10 @@ impl Cluster {
     async fn client(&self, i: usize) -> Client {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            if let Ok(mut c) = Client::connect([self.endpoint(i)], None).await {
-                if c.status().await.is_ok() {
-                    return c;
-                }
+            if let Ok(mut c) = Client::connect([self.endpoint(i)], None).await
+                && c.status().await.is_ok()
+            {
+                return c;
             }
             assert!(
                 Instant::now() < deadline,
@@ -172,14 +172,12 @@ impl Cluster {
                 if self.members[i].child.is_none() {
                     continue;
                 }
-                if let Ok(mut c) = Client::connect([self.endpoint(i)], None).await {
-                    if let Ok(s) = c.status().await {
-                        if s.leader() == s.header().map(|h| h.member_id()).unwrap_or(0)
-                            && s.leader() != 0
-                        {
-                            return i;
-                        }
-                    }
+                if let Ok(mut c) = Client::connect([self.endpoint(i)], None).await
+                    && let Ok(s) = c.status().await
+                    && s.leader() != 0
+                    && s.leader() == s.header().map(|h| h.member_id()).unwrap_or(0)
+                {
+                    return i;
                 }
             }
             assert!(

@@ -1,12 +1,14 @@
-//! Cluster maintenance commands: `endpoint status` and `endpoint health` (each endpoint
-//! asked on its own connection, concurrently) and `compaction`.
+//! Cluster maintenance commands: `endpoint status`, `endpoint health` and
+//! `endpoint hashkv` (each endpoint asked on its own connection, concurrently; with
+//! `--cluster` the endpoints are all members' client URLs) and `compaction`.
 
 use std::io::Write;
 use std::time::{Duration, Instant};
 
 use etcd_client::CompactionOptions;
-use etcd_client::proto::PbStatusResponse;
+use etcd_client::proto::{PbHashKvResponse, PbStatusResponse};
 
+use super::cluster::endpoints;
 use super::output::{self, Json, Obj, OutputFormat};
 use super::{Ctx, format_lease_id};
 
@@ -14,9 +16,29 @@ use super::{Ctx, format_lease_id};
 #[derive(clap::Subcommand, Debug, Clone)]
 pub enum EndpointCommand {
     /// Prints out the status of endpoints specified in `--endpoints`.
-    Status,
+    Status(ClusterFlag),
     /// Checks the healthiness of endpoints specified in `--endpoints`.
-    Health,
+    Health(ClusterFlag),
+    /// Prints the KV history hash for each endpoint in `--endpoints`.
+    Hashkv(HashkvArgs),
+}
+
+/// `--cluster`: use all endpoints from the cluster member list.
+#[derive(clap::Args, Debug, Clone)]
+pub struct ClusterFlag {
+    /// Use all endpoints from the cluster member list.
+    #[arg(long)]
+    pub cluster: bool,
+}
+
+/// `endpoint hashkv [--rev N] [--cluster]`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct HashkvArgs {
+    /// Maximum revision to hash (0 = latest revision).
+    #[arg(long, default_value_t = 0)]
+    pub rev: i64,
+    #[command(flatten)]
+    pub cluster: ClusterFlag,
 }
 
 /// `compaction REV`.
@@ -31,8 +53,11 @@ pub struct CompactionArgs {
 
 pub(crate) async fn endpoint(ctx: &Ctx, cmd: EndpointCommand) -> anyhow::Result<()> {
     match cmd {
-        EndpointCommand::Status => status(ctx).await,
-        EndpointCommand::Health => health(ctx).await,
+        EndpointCommand::Status(f) => status(ctx, endpoints(ctx, f.cluster).await?).await,
+        EndpointCommand::Health(f) => health(ctx, endpoints(ctx, f.cluster).await?).await,
+        EndpointCommand::Hashkv(a) => {
+            hashkv(ctx, endpoints(ctx, a.cluster.cluster).await?, a.rev).await
+        }
     }
 }
 
@@ -56,8 +81,7 @@ pub(crate) async fn compaction(ctx: &Ctx, a: CompactionArgs) -> anyhow::Result<(
     Ok(())
 }
 
-async fn status(ctx: &Ctx) -> anyhow::Result<()> {
-    let endpoints = ctx.global.endpoints.clone();
+async fn status(ctx: &Ctx, endpoints: Vec<String>) -> anyhow::Result<()> {
     let results = futures::future::join_all(endpoints.iter().map(|ep| async move {
         let mut client = ctx.client_for(std::slice::from_ref(ep)).await?;
         ctx.call(client.status()).await
@@ -192,9 +216,8 @@ pub(crate) struct Health {
     pub error: String,
 }
 
-async fn health(ctx: &Ctx) -> anyhow::Result<()> {
+async fn health(ctx: &Ctx, endpoints: Vec<String>) -> anyhow::Result<()> {
     let format = ctx.format();
-    let endpoints = ctx.global.endpoints.clone();
     let checks = futures::future::join_all(endpoints.iter().map(|ep| async move {
         let start = Instant::now();
         let res = async {
@@ -279,6 +302,89 @@ pub(crate) fn render_health(
                 }
             }
             Ok(())
+        }
+    }
+}
+
+async fn hashkv(ctx: &Ctx, endpoints: Vec<String>, rev: i64) -> anyhow::Result<()> {
+    let results = futures::future::join_all(endpoints.iter().map(|ep| async move {
+        let mut client = ctx.client_for(std::slice::from_ref(ep)).await?;
+        ctx.call(client.hash_kv(rev)).await
+    }))
+    .await;
+    let mut ok = Vec::new();
+    let mut failed = Vec::new();
+    for (ep, res) in endpoints.into_iter().zip(results) {
+        match res {
+            Ok(h) => ok.push((ep, h.0)),
+            Err(e) => {
+                eprintln!("Failed to get the hash of endpoint {ep} ({e:#})");
+                failed.push(ep);
+            }
+        }
+    }
+    let mut out = std::io::stdout().lock();
+    render_hashkv(&mut out, &ok, ctx.format())?;
+    if !failed.is_empty() {
+        anyhow::bail!("failed to get the hash of {}", failed.join(", "));
+    }
+    Ok(())
+}
+
+fn hashkv_json(h: &PbHashKvResponse) -> Json {
+    Obj::new()
+        .val("header", output::header_json(h.header.as_ref()))
+        .uint("hash", u64::from(h.hash))
+        .int("compact_revision", h.compact_revision)
+        .int("hash_revision", h.hash_revision)
+        .build()
+}
+
+/// `ENDPOINT, HASH, COMPACT REVISION` per endpoint, plus `HASH REVISION` when the
+/// servers report it (etcd 3.6 and later).
+pub(crate) fn render_hashkv(
+    out: &mut impl Write,
+    hashes: &[(String, PbHashKvResponse)],
+    format: OutputFormat,
+) -> std::io::Result<()> {
+    let with_hash_rev = hashes.iter().any(|(_, h)| h.hash_revision != 0);
+    let row = |ep: &str, h: &PbHashKvResponse| {
+        let mut r = vec![
+            ep.to_string(),
+            h.hash.to_string(),
+            h.compact_revision.to_string(),
+        ];
+        if with_hash_rev {
+            r.push(h.hash_revision.to_string());
+        }
+        r
+    };
+    match format {
+        OutputFormat::Json => {
+            let v: Vec<Json> = hashes
+                .iter()
+                .map(|(ep, h)| {
+                    Obj::new()
+                        .always("Endpoint", ep.as_str())
+                        .always("HashKV", hashkv_json(h))
+                        .build()
+                })
+                .collect();
+            output::write_json(out, &Json::Arr(v))
+        }
+        OutputFormat::Simple => {
+            for (ep, h) in hashes {
+                writeln!(out, "{}", row(ep, h).join(", "))?;
+            }
+            Ok(())
+        }
+        OutputFormat::Table => {
+            let rows: Vec<Vec<String>> = hashes.iter().map(|(ep, h)| row(ep, h)).collect();
+            let mut headers = vec!["endpoint", "hash", "compact revision"];
+            if with_hash_rev {
+                headers.push("hash revision");
+            }
+            out.write_all(output::table(&headers, &rows).as_bytes())
         }
     }
 }
@@ -382,5 +488,64 @@ mod tests {
             "{j}"
         );
         assert!(j.contains(r#""error":"context deadline exceeded""#), "{j}");
+    }
+
+    fn hash(hash: u32, hash_revision: i64) -> PbHashKvResponse {
+        PbHashKvResponse {
+            header: Some(PbResponseHeader {
+                cluster_id: 7,
+                member_id: 9,
+                revision: 1,
+                raft_term: 2,
+            }),
+            hash,
+            compact_revision: -1,
+            hash_revision,
+        }
+    }
+
+    #[test]
+    fn hashkv_simple_table_json() {
+        let rows = [
+            ("http://127.0.0.1:42379".to_string(), hash(1084519789, 0)),
+            ("127.0.0.1:43379".to_string(), hash(1084519789, 0)),
+        ];
+        let mut out = Vec::new();
+        render_hashkv(&mut out, &rows, OutputFormat::Simple).unwrap();
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "http://127.0.0.1:42379, 1084519789, -1\n127.0.0.1:43379, 1084519789, -1\n"
+        );
+        let mut out = Vec::new();
+        render_hashkv(&mut out, &rows[1..], OutputFormat::Table).unwrap();
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "\
++-----------------+------------+------------------+
+|    ENDPOINT     |    HASH    | COMPACT REVISION |
++-----------------+------------+------------------+
+| 127.0.0.1:43379 | 1084519789 |               -1 |
++-----------------+------------+------------------+
+"
+        );
+        let mut out = Vec::new();
+        render_hashkv(&mut out, &rows[1..], OutputFormat::Json).unwrap();
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            concat!(
+                r#"[{"Endpoint":"127.0.0.1:43379","HashKV":{"header":{"cluster_id":7,"member_id":9,"#,
+                r#""revision":1,"raft_term":2},"hash":1084519789,"compact_revision":-1}}]"#,
+                "\n"
+            )
+        );
+        // A server that reports the hash revision gets the extra column.
+        let mut out = Vec::new();
+        render_hashkv(
+            &mut out,
+            &[("a:1".into(), hash(5, 12))],
+            OutputFormat::Simple,
+        )
+        .unwrap();
+        assert_eq!(String::from_utf8(out).unwrap(), "a:1, 5, -1, 12\n");
     }
 }

@@ -3,10 +3,12 @@
 //! talks to the cluster only through `etcd_client::Client`, so it works against real
 //! etcd as well as our server. The commands themselves live in the sibling modules.
 
+mod cluster;
 mod kv;
 mod lease;
 mod maintenance;
 mod output;
+mod snapshot;
 mod txn;
 mod watch;
 
@@ -73,6 +75,14 @@ pub enum ClientCommand {
     Endpoint(maintenance::EndpointCommand),
     /// Compacts the event history in the store.
     Compaction(maintenance::CompactionArgs),
+    /// Membership related commands.
+    #[command(subcommand)]
+    Member(cluster::MemberCommand),
+    /// Transfers leadership to another member of the cluster.
+    MoveLeader(cluster::MoveLeaderArgs),
+    /// Snapshot (backup) related commands.
+    #[command(subcommand)]
+    Snapshot(snapshot::SnapshotCommand),
 }
 
 /// Runs one client command against the endpoints in `global`.
@@ -87,6 +97,9 @@ pub async fn run(global: ClientGlobal, cmd: ClientCommand) -> anyhow::Result<()>
         ClientCommand::Lease(c) => lease::run(&ctx, c).await,
         ClientCommand::Endpoint(c) => maintenance::endpoint(&ctx, c).await,
         ClientCommand::Compaction(a) => maintenance::compaction(&ctx, a).await,
+        ClientCommand::Member(c) => cluster::member(&ctx, c).await,
+        ClientCommand::MoveLeader(a) => cluster::move_leader(&ctx, a).await,
+        ClientCommand::Snapshot(c) => snapshot::run(&ctx, c).await,
     }
 }
 

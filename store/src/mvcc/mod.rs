@@ -7,7 +7,7 @@ mod apply;
 pub mod encoding;
 mod index;
 mod read;
-mod snapshot;
+pub mod snapshot;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};

@@ -3,7 +3,10 @@
 //! restore, which checks the whole dump before replacing anything.
 //!
 //! Format: `KVSNAP01`, then records `family (u8) ‖ key length (u32 BE) ‖ key ‖ value
-//! length (u32 BE) ‖ value`, then the end marker `0xFF`.
+//! length (u32 BE) ‖ value`, then the end marker `0xFF`, then zero padding to a multiple
+//! of 512 bytes. (etcdctl's `snapshot save` decides whether a file carries a SHA-256
+//! trailer from `(size - 32) % 512 == 0`, as bbolt files are page-aligned; the padding
+//! lets it accept ours.)
 
 use super::MvccStore;
 use super::encoding::STATE_MACHINE_CFS;
@@ -11,11 +14,14 @@ use crate::error::{Error, Result};
 
 const MAGIC: &[u8; 8] = b"KVSNAP01";
 const END: u8 = 0xFF;
+/// Dumps are padded to a multiple of this many bytes.
+const ALIGN: u64 = 512;
 
 /// One record of a dump: (family index in `STATE_MACHINE_CFS`, key, value).
-type Record<'a> = (usize, &'a [u8], &'a [u8]);
+pub type Record<'a> = (usize, &'a [u8], &'a [u8]);
 
-fn parse(bytes: &[u8]) -> Result<Vec<Record<'_>>> {
+/// Checks and splits a dump into its records.
+pub fn parse(bytes: &[u8]) -> Result<Vec<Record<'_>>> {
     let corrupt = |what: &str| Error::Corrupt(format!("snapshot: {what}"));
     let rest = bytes
         .strip_prefix(MAGIC)
@@ -34,7 +40,7 @@ fn parse(bytes: &[u8]) -> Result<Vec<Record<'_>>> {
     loop {
         let cf = take(&mut at, 1)?[0];
         if cf == END {
-            if at != rest.len() {
+            if rest[at..].iter().any(|b| *b != 0) {
                 return Err(corrupt("bytes after the end marker"));
             }
             return Ok(records);
@@ -66,21 +72,56 @@ pub fn dump_meta(dump: &[u8], key: &[u8]) -> Result<Option<Vec<u8>>> {
 impl MvccStore {
     /// A consistent dump of the state machine, as of the last applied batch.
     pub fn dump(&self) -> Result<Vec<u8>> {
+        let mut out = Vec::new();
+        self.dump_streaming(1 << 20, &mut |chunk, _| {
+            out.extend_from_slice(chunk);
+            Ok(())
+        })?;
+        Ok(out)
+    }
+
+    /// Streams a consistent dump in chunks of about `chunk_bytes`, telling `sink` how many
+    /// bytes remain after each chunk. Reads from one RocksDB snapshot (twice: once to size
+    /// the dump, once to send it), so writers are never blocked.
+    pub fn dump_streaming(
+        &self,
+        chunk_bytes: usize,
+        sink: &mut dyn FnMut(&[u8], u64) -> Result<()>,
+    ) -> Result<()> {
         let snap = self.db.snapshot();
-        let mut out = MAGIC.to_vec();
-        for (i, name) in STATE_MACHINE_CFS.iter().enumerate() {
-            let cf = self.cf(name)?;
-            for item in snap.iterator_cf(cf, rocksdb::IteratorMode::Start) {
+        let mut total = MAGIC.len() as u64 + 1;
+        let padding = |len: u64| (ALIGN - len % ALIGN) % ALIGN;
+        for name in STATE_MACHINE_CFS {
+            for item in snap.iterator_cf(self.cf(name)?, rocksdb::IteratorMode::Start) {
                 let (k, v) = item?;
-                out.push(i as u8);
-                out.extend_from_slice(&(k.len() as u32).to_be_bytes());
-                out.extend_from_slice(&k);
-                out.extend_from_slice(&(v.len() as u32).to_be_bytes());
-                out.extend_from_slice(&v);
+                total += 9 + k.len() as u64 + v.len() as u64;
             }
         }
-        out.push(END);
-        Ok(out)
+        total += padding(total);
+        let mut sent = 0u64;
+        let mut buf = Vec::with_capacity(chunk_bytes + 1024);
+        buf.extend_from_slice(MAGIC);
+        for (i, name) in STATE_MACHINE_CFS.iter().enumerate() {
+            for item in snap.iterator_cf(self.cf(name)?, rocksdb::IteratorMode::Start) {
+                let (k, v) = item?;
+                buf.push(i as u8);
+                buf.extend_from_slice(&(k.len() as u32).to_be_bytes());
+                buf.extend_from_slice(&k);
+                buf.extend_from_slice(&(v.len() as u32).to_be_bytes());
+                buf.extend_from_slice(&v);
+                if buf.len() >= chunk_bytes {
+                    sent += buf.len() as u64;
+                    sink(&buf, total.saturating_sub(sent))?;
+                    buf.clear();
+                }
+            }
+        }
+        buf.push(END);
+        let unpadded = sent + buf.len() as u64;
+        buf.resize(buf.len() + padding(unpadded) as usize, 0);
+        sent += buf.len() as u64;
+        debug_assert_eq!(sent, total);
+        sink(&buf, total.saturating_sub(sent))
     }
 
     /// etcd's HashKV: a hash of the retained history up to `revision` (0: current), with
@@ -120,6 +161,25 @@ impl MvccStore {
             mix(&v);
         }
         Ok(((h ^ (h >> 32)) as u32, compact, rev))
+    }
+
+    /// Writes records into an empty store (a restore into a new data dir) in bounded
+    /// batches, then rebuilds the in-memory state. Not atomic: the caller owns the
+    /// directory and discards it on failure.
+    pub fn load_records<'a>(&self, records: impl Iterator<Item = Record<'a>>) -> Result<()> {
+        let mut batch = rocksdb::WriteBatch::default();
+        for (cf, key, value) in records {
+            let name = STATE_MACHINE_CFS
+                .get(cf)
+                .ok_or_else(|| Error::Corrupt("snapshot: unknown column family".into()))?;
+            batch.put_cf(self.cf(name)?, key, value);
+            if batch.size_in_bytes() > 16 << 20 {
+                self.db.write(std::mem::take(&mut batch))?;
+            }
+        }
+        self.db.write(batch)?;
+        self.db.flush_wal(true)?;
+        self.load()
     }
 
     /// Replaces the whole state machine with a dump. The dump is parsed completely first:
@@ -172,7 +232,7 @@ mod tests {
         dst.apply_batch(&[put("old")], 1, &[], false, false)
             .unwrap();
         let mut truncated = dump.clone();
-        truncated.truncate(dump.len() - 3);
+        truncated.truncate(MAGIC.len() + 5);
         assert!(matches!(dst.restore(&truncated), Err(Error::Corrupt(_))));
         assert!(matches!(dst.restore(b"garbage"), Err(Error::Corrupt(_))));
         assert_eq!(

@@ -26,6 +26,9 @@ fn io_err(e: impl std::fmt::Display) -> io::Error {
     io::Error::other(e.to_string())
 }
 
+/// The last snapshot built or installed, kept to send to members that need it.
+type StoredSnapshot = (SnapshotMeta, Vec<u8>);
+
 /// The state machine handle (cheap to clone; openraft takes one for snapshot building).
 #[derive(Clone)]
 pub struct StateMachine {
@@ -34,7 +37,7 @@ pub struct StateMachine {
     pub lessor: Arc<Lessor>,
     /// The last applied log index, for readers waiting on a read index.
     pub applied: Arc<watch::Sender<u64>>,
-    current: Arc<Mutex<Option<(SnapshotMeta, Vec<u8>)>>>,
+    current: Arc<Mutex<Option<StoredSnapshot>>>,
 }
 
 impl StateMachine {
@@ -95,7 +98,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                     Err(e) => Some(Err(e)),
                 },
                 EntryPayload::Membership(m) => {
-                    membership = Some(StoredMembership::new(Some(log_id.clone()), m.clone()));
+                    membership = Some(StoredMembership::new(Some(log_id), m.clone()));
                     None
                 }
                 EntryPayload::Blank => None,
@@ -108,7 +111,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         };
         let mut meta = vec![(
             META_RAFT_APPLIED,
-            postcard::to_stdvec(&Some(last.clone())).map_err(io_err)?,
+            postcard::to_stdvec(&Some(last)).map_err(io_err)?,
         )];
         if let Some(m) = &membership {
             meta.push((

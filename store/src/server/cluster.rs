@@ -261,18 +261,18 @@ impl Node {
             };
             match current {
                 Some(m) if m == wanted => return,
-                Some(_) => {
+                Some(_)
                     if self
                         .change_members(MembershipOp::Publish {
                             id,
                             member: wanted.clone(),
                         })
                         .await
-                        .is_ok()
-                    {
-                        return;
-                    }
+                        .is_ok() =>
+                {
+                    return;
                 }
+                Some(_) => {}
                 // Not (yet) a member: a member added by MemberAdd learns of itself from
                 // the leader's log.
                 None => {}

@@ -11,6 +11,7 @@
 //! quorum; the serving member waits until it has applied up to that index), local when
 //! `serializable`.
 
+mod authority;
 mod cluster;
 pub use cluster::{MembershipOp, MembershipResult};
 mod kv;
@@ -335,7 +336,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         .add_service(PbClusterServer::new(cluster::ClusterService(node.clone())));
     let mut stop = shutdown_rx.clone();
     servers.push(tokio::spawn(router.serve_with_incoming_shutdown(
-        tokio_stream::wrappers::TcpListenerStream::new(client_listener),
+        authority::incoming(client_listener),
         async move {
             let _ = stop.changed().await;
         },
