@@ -78,17 +78,6 @@ pub type MemberEntry = (u64, Member, bool);
 /// What a change answers: the member it concerned (if any) and the members after it.
 pub type MembershipResult = Result<(Option<u64>, Vec<MemberEntry>), MembershipError>;
 
-/// Client URLs as MemberList reports them. `http://` is left off on purpose: etcdctl 3.4
-/// dials `--cluster` endpoints with the whole URL as the HTTP/2 `:authority`, which the h2
-/// server library rejects as malformed (hyperium/h2#525); `host:port` works for etcdctl,
-/// the Go client and etcd-client alike. TLS URLs keep their `https://`.
-fn client_url_for_listing(url: &str) -> String {
-    url.strip_prefix("http://")
-        .unwrap_or(url)
-        .trim_end_matches('/')
-        .to_string()
-}
-
 fn to_pb(entries: &[MemberEntry]) -> Vec<PbMember> {
     entries
         .iter()
@@ -96,11 +85,7 @@ fn to_pb(entries: &[MemberEntry]) -> Vec<PbMember> {
             id: *id,
             name: member.name.clone(),
             peer_ur_ls: vec![member.peer_url.clone()],
-            client_ur_ls: member
-                .client_urls
-                .iter()
-                .map(|u| client_url_for_listing(u))
-                .collect(),
+            client_ur_ls: member.client_urls.clone(),
             is_learner: *is_learner,
         })
         .collect()
