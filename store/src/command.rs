@@ -5,9 +5,9 @@
 //! versions and the format of the Raft log entries.
 
 use etcd_client::proto::{
-    PbCompactionRequest, PbCompactionResponse, PbDeleteRequest, PbDeleteResponse,
-    PbLeaseGrantRequest, PbLeaseGrantResponse, PbLeaseRevokeRequest, PbLeaseRevokeResponse,
-    PbPutRequest, PbPutResponse, PbTxnRequest, PbTxnResponse,
+    PbAlarmRequest, PbAlarmResponse, PbCompactionRequest, PbCompactionResponse, PbDeleteRequest,
+    PbDeleteResponse, PbLeaseGrantRequest, PbLeaseGrantResponse, PbLeaseRevokeRequest,
+    PbLeaseRevokeResponse, PbPutRequest, PbPutResponse, PbTxnRequest, PbTxnResponse,
 };
 use prost::Message;
 
@@ -23,6 +23,8 @@ pub enum Command {
     /// `ID` is always non-zero here: the proposer picks it before proposing.
     LeaseGrant(PbLeaseGrantRequest),
     LeaseRevoke(PbLeaseRevokeRequest),
+    /// Raise or clear an alarm (NOSPACE when a member passes its quota).
+    Alarm(PbAlarmRequest),
 }
 
 /// What applying a command answers (headers carry only the revision; the server fills in
@@ -35,6 +37,7 @@ pub enum CommandResult {
     Compact(PbCompactionResponse),
     LeaseGrant(PbLeaseGrantResponse),
     LeaseRevoke(PbLeaseRevokeResponse),
+    Alarm(PbAlarmResponse),
 }
 
 const TAG_PUT: u8 = 1;
@@ -43,6 +46,7 @@ const TAG_TXN: u8 = 3;
 const TAG_COMPACT: u8 = 4;
 const TAG_LEASE_GRANT: u8 = 5;
 const TAG_LEASE_REVOKE: u8 = 6;
+const TAG_ALARM: u8 = 7;
 
 impl CommandResult {
     /// Encodes the result as a tag byte and the protobuf body (how it crosses members).
@@ -54,6 +58,7 @@ impl CommandResult {
             CommandResult::Compact(r) => (TAG_COMPACT, r.encode_to_vec()),
             CommandResult::LeaseGrant(r) => (TAG_LEASE_GRANT, r.encode_to_vec()),
             CommandResult::LeaseRevoke(r) => (TAG_LEASE_REVOKE, r.encode_to_vec()),
+            CommandResult::Alarm(r) => (TAG_ALARM, r.encode_to_vec()),
         };
         let mut out = Vec::with_capacity(body.len() + 1);
         out.push(tag);
@@ -72,6 +77,7 @@ impl CommandResult {
             TAG_COMPACT => CommandResult::Compact(PbCompactionResponse::decode(body)?),
             TAG_LEASE_GRANT => CommandResult::LeaseGrant(PbLeaseGrantResponse::decode(body)?),
             TAG_LEASE_REVOKE => CommandResult::LeaseRevoke(PbLeaseRevokeResponse::decode(body)?),
+            TAG_ALARM => CommandResult::Alarm(PbAlarmResponse::decode(body)?),
             other => return Err(Error::Corrupt(format!("unknown result tag {other}"))),
         })
     }
@@ -101,6 +107,7 @@ impl Command {
             Command::Compact(r) => (TAG_COMPACT, r.encode_to_vec()),
             Command::LeaseGrant(r) => (TAG_LEASE_GRANT, r.encode_to_vec()),
             Command::LeaseRevoke(r) => (TAG_LEASE_REVOKE, r.encode_to_vec()),
+            Command::Alarm(r) => (TAG_ALARM, r.encode_to_vec()),
         };
         let mut out = Vec::with_capacity(body.len() + 1);
         out.push(tag);
@@ -120,6 +127,7 @@ impl Command {
             TAG_COMPACT => Command::Compact(PbCompactionRequest::decode(body)?),
             TAG_LEASE_GRANT => Command::LeaseGrant(PbLeaseGrantRequest::decode(body)?),
             TAG_LEASE_REVOKE => Command::LeaseRevoke(PbLeaseRevokeRequest::decode(body)?),
+            TAG_ALARM => Command::Alarm(PbAlarmRequest::decode(body)?),
             other => return Err(Error::Corrupt(format!("unknown command tag {other}"))),
         })
     }

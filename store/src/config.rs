@@ -52,6 +52,28 @@ pub struct ServeArgs {
     /// How often watches created with progress_notify get a progress notification.
     #[arg(long = "experimental-watch-progress-notify-interval", default_value = "10m", value_parser = parse_duration)]
     pub watch_progress_notify_interval: Duration,
+    /// Backend size past which the NOSPACE alarm is raised (etcd's default: 2 GiB).
+    #[arg(long, default_value_t = 2 * 1024 * 1024 * 1024)]
+    pub quota_backend_bytes: u64,
+    /// Take a backup snapshot this often (e.g. `30m`); off when not given.
+    #[arg(long, value_parser = parse_duration)]
+    pub snapshot_interval: Option<Duration>,
+    /// How many scheduled snapshots to keep.
+    #[arg(long, default_value_t = 5)]
+    pub snapshot_retention: usize,
+    /// Where scheduled snapshots go (default: DATA_DIR/snapshots).
+    #[arg(long)]
+    pub snapshot_dir: Option<PathBuf>,
+    /// `revision` (keep the last N revisions) or `periodic` (keep a time window).
+    #[arg(long)]
+    pub auto_compaction_mode: Option<String>,
+    /// For `revision`: revisions to keep (e.g. `1000`); for `periodic`: a duration
+    /// (`30m`, `1h`; a bare number means hours, as in etcd).
+    #[arg(long, default_value = "0")]
+    pub auto_compaction_retention: String,
+    /// How often the revision-mode compactor runs (etcd: every 5 minutes).
+    #[arg(long = "experimental-auto-compaction-interval", default_value = "5m", value_parser = parse_duration)]
+    pub auto_compaction_interval: Duration,
     /// Log filter (tracing's env-filter syntax), e.g. `info` or `kvstore=debug`.
     #[arg(long, default_value = "info")]
     pub log_level: String,
@@ -76,10 +98,44 @@ impl ServeArgs {
                 self.initial_cluster_state
             );
         }
+        match self.auto_compaction_mode.as_deref() {
+            None => {}
+            Some("revision") => {
+                self.auto_compaction_revisions()?;
+            }
+            Some("periodic") => {
+                self.auto_compaction_period()?;
+            }
+            Some(other) => {
+                anyhow::bail!("--auto-compaction-mode must be revision or periodic, not {other:?}")
+            }
+        }
         if self.heartbeat_interval == 0 || self.election_timeout <= self.heartbeat_interval {
             anyhow::bail!("--election-timeout must be larger than --heartbeat-interval");
         }
         Ok(())
+    }
+
+    /// Revisions to keep in `revision` auto-compaction mode.
+    pub fn auto_compaction_revisions(&self) -> anyhow::Result<i64> {
+        self.auto_compaction_retention
+            .parse::<i64>()
+            .ok()
+            .filter(|n| *n >= 0)
+            .ok_or_else(|| {
+                anyhow::anyhow!(
+                    "--auto-compaction-retention must be a number of revisions in revision mode"
+                )
+            })
+    }
+
+    /// The window kept in `periodic` auto-compaction mode.
+    pub fn auto_compaction_period(&self) -> anyhow::Result<Duration> {
+        let r = self.auto_compaction_retention.trim();
+        if let Ok(hours) = r.parse::<f64>() {
+            return Ok(Duration::from_secs_f64(hours * 3600.0));
+        }
+        parse_duration(r).map_err(|e| anyhow::anyhow!("--auto-compaction-retention: {e}"))
     }
 
     /// The socket address of `--listen-peer-urls`, if peers are served.

@@ -33,6 +33,9 @@ pub enum Error {
     LeaseProvided,
     #[error("etcdserver: server stopped")]
     Stopped,
+    /// The NOSPACE alarm is raised: only reads, deletes and compaction are allowed.
+    #[error("etcdserver: mvcc: database space exceeded")]
+    NoSpace,
     #[error("etcdserver: no leader")]
     NoLeader,
     #[error("etcdserver: request timed out")]
@@ -62,6 +65,7 @@ impl Error {
             Error::Compacted | Error::FutureRevision | Error::LeaseTtlTooLarge => Code::OutOfRange,
             Error::LeaseNotFound => Code::NotFound,
             Error::LeaseExists => Code::FailedPrecondition,
+            Error::NoSpace => Code::ResourceExhausted,
             Error::Stopped | Error::NoLeader | Error::Timeout | Error::LeaderChanged => {
                 Code::Unavailable
             }

@@ -6,10 +6,11 @@
 use std::collections::{BTreeSet, HashMap};
 
 use etcd_client::proto::{
-    PbCompactionRequest, PbCompactionResponse, PbCompare, PbDeleteRequest, PbDeleteResponse,
-    PbEvent, PbKeyValue, PbLeaseGrantRequest, PbLeaseGrantResponse, PbLeaseRevokeRequest,
-    PbLeaseRevokeResponse, PbPutRequest, PbPutResponse, PbRangeRequest, PbResponseHeader,
-    PbResponseOp, PbTargetUnion, PbTxnOpRequest, PbTxnOpResponse, PbTxnRequest, PbTxnResponse,
+    PbAlarmMember, PbAlarmRequest, PbAlarmResponse, PbCompactionRequest, PbCompactionResponse,
+    PbCompare, PbDeleteRequest, PbDeleteResponse, PbEvent, PbKeyValue, PbLeaseGrantRequest,
+    PbLeaseGrantResponse, PbLeaseRevokeRequest, PbLeaseRevokeResponse, PbPutRequest, PbPutResponse,
+    PbRangeRequest, PbResponseHeader, PbResponseOp, PbTargetUnion, PbTxnOpRequest, PbTxnOpResponse,
+    PbTxnRequest, PbTxnResponse,
 };
 use prost::Message;
 use rocksdb::WriteBatch;
@@ -40,6 +41,10 @@ const TARGET_CREATE: i32 = 1;
 const TARGET_MOD: i32 = 2;
 const TARGET_VALUE: i32 = 3;
 const TARGET_LEASE: i32 = 4;
+// rpc.proto AlarmRequest.AlarmAction / AlarmType.
+const ALARM_ACTIVATE: i32 = 1;
+const ALARM_DEACTIVATE: i32 = 2;
+pub const ALARM_NOSPACE: i32 = 1;
 
 impl MvccStore {
     /// Applies `cmds` in order and writes their effects, `applied_index` and `extra_meta`
@@ -123,7 +128,21 @@ fn header(revision: i64) -> Option<PbResponseHeader> {
 
 impl<'a> Ctx<'a> {
     fn apply(&mut self, cmd: &Command) -> Result<CommandResult> {
+        // With NOSPACE raised, only what frees space or reads goes through (etcd's capped
+        // applier): puts, Txns that put, and lease grants are refused.
+        let capped = self.state.alarms.iter().any(|(_, a)| *a == ALARM_NOSPACE);
+        if capped {
+            let grows = match cmd {
+                Command::Put(_) | Command::LeaseGrant(_) => true,
+                Command::Txn(t) => txn_puts(t),
+                _ => false,
+            };
+            if grows {
+                return Err(Error::NoSpace);
+            }
+        }
         match cmd {
+            Command::Alarm(req) => Ok(CommandResult::Alarm(self.alarm(req)?)),
             Command::Put(req) => {
                 self.check_put(req, false)?;
                 let resp = self.put(req)?;
@@ -428,6 +447,50 @@ impl<'a> Ctx<'a> {
         })
     }
 
+    fn alarm(&mut self, req: &PbAlarmRequest) -> Result<PbAlarmResponse> {
+        let mut changed = Vec::new();
+        match req.action {
+            ALARM_ACTIVATE
+                if req.alarm != 0 && self.state.alarms.insert((req.member_id, req.alarm)) =>
+            {
+                changed.push((req.member_id, req.alarm));
+            }
+            ALARM_DEACTIVATE => {
+                // Alarm type NONE (0) clears every alarm of the member, or of all members
+                // when the member ID is 0 too.
+                let doomed: Vec<(u64, i32)> = self
+                    .state
+                    .alarms
+                    .iter()
+                    .copied()
+                    .filter(|(m, a)| {
+                        (req.member_id == 0 || *m == req.member_id)
+                            && (req.alarm == 0 || *a == req.alarm)
+                    })
+                    .collect();
+                for a in doomed {
+                    self.state.alarms.remove(&a);
+                    changed.push(a);
+                }
+            }
+            _ => {}
+        }
+        let encoded: Vec<u8> = self
+            .state
+            .alarms
+            .iter()
+            .flat_map(|(m, a)| m.to_be_bytes().into_iter().chain(a.to_be_bytes()))
+            .collect();
+        self.batch.put_cf(self.cf(CF_META)?, META_ALARMS, encoded);
+        Ok(PbAlarmResponse {
+            header: header(self.state.current_rev),
+            alarms: changed
+                .into_iter()
+                .map(|(member_id, alarm)| PbAlarmMember { member_id, alarm })
+                .collect(),
+        })
+    }
+
     fn lease_grant(&mut self, req: &PbLeaseGrantRequest) -> Result<PbLeaseGrantResponse> {
         if self.state.leases.contains_key(&req.id) {
             return Err(Error::LeaseExists);
@@ -476,6 +539,18 @@ impl<'a> Ctx<'a> {
             header: header(self.view_rev()),
         })
     }
+}
+
+/// Whether a Txn puts anything in either branch, nested Txns included.
+fn txn_puts(t: &PbTxnRequest) -> bool {
+    t.success
+        .iter()
+        .chain(&t.failure)
+        .any(|op| match &op.request {
+            Some(PbTxnOpRequest::RequestPut(_)) => true,
+            Some(PbTxnOpRequest::RequestTxn(n)) => txn_puts(n),
+            _ => false,
+        })
 }
 
 /// etcd's compareKV: the chosen field of `kv` against the compare's operand.

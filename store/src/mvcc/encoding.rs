@@ -35,6 +35,8 @@ pub const META_APPLIED_INDEX: &[u8] = b"applied_index";
 /// Opaque to this module: the Raft layer stores its applied log id and membership here,
 /// in the same batch as the effects (see `MvccStore::apply_batch`'s `extra_meta`).
 pub const META_RAFT_APPLIED: &[u8] = b"raft_applied";
+/// Active alarms: 12-byte entries, member ID (u64 BE) ‖ alarm type (i32 BE).
+pub const META_ALARMS: &[u8] = b"alarms";
 pub const META_RAFT_MEMBERSHIP: &[u8] = b"raft_membership";
 
 /// A point in the store's history: `main` is the write request's revision, `sub` orders

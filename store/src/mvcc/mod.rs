@@ -42,6 +42,8 @@ pub struct State {
     pub compact_rev: i64,
     pub applied_index: u64,
     pub leases: BTreeMap<i64, LeaseState>,
+    /// Active alarms: (member ID, alarm type as in etcd's AlarmType).
+    pub alarms: BTreeSet<(u64, i32)>,
 }
 
 impl State {
@@ -119,6 +121,22 @@ impl MvccStore {
             applied_index: self.meta_i64(META_APPLIED_INDEX)?.unwrap_or(0) as u64,
             ..Default::default()
         };
+        if let Some(bytes) = self.db.get_cf(self.cf(CF_META)?, META_ALARMS)? {
+            for entry in bytes.chunks(12) {
+                let (member, alarm) = entry.split_at(8.min(entry.len()));
+                let member = u64::from_be_bytes(
+                    member
+                        .try_into()
+                        .map_err(|_| Error::Corrupt("alarm entry".into()))?,
+                );
+                let alarm = i32::from_be_bytes(
+                    alarm
+                        .try_into()
+                        .map_err(|_| Error::Corrupt("alarm entry".into()))?,
+                );
+                state.alarms.insert((member, alarm));
+            }
+        }
         for item in self.db.iterator_cf(self.cf(CF_KV)?, IteratorMode::Start) {
             let (k, v) = item?;
             let rev = Revision::from_key(&k)?;
@@ -188,6 +206,11 @@ impl MvccStore {
     /// The granted TTL and attached keys of a lease, if it exists.
     pub fn lease(&self, id: i64) -> Option<LeaseState> {
         self.read_state().leases.get(&id).cloned()
+    }
+
+    /// The active alarms (member ID, alarm type).
+    pub fn alarms(&self) -> Vec<(u64, i32)> {
+        self.read_state().alarms.iter().copied().collect()
     }
 
     /// Every lease with its granted TTL.

@@ -240,9 +240,13 @@ impl Node {
             client_urls: self.config.advertised_client_urls(),
         };
         for _ in 0..600 {
+            // Only a committed membership counts: an uncommitted one may still be replaced.
             let current = {
                 let m = self.raft.metrics().borrow_watched().clone();
-                m.membership_config.membership().get_node(&id).cloned()
+                m.committed_membership_config
+                    .membership()
+                    .get_node(&id)
+                    .cloned()
             };
             match current {
                 Some(m) if m == wanted => return,

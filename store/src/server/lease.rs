@@ -56,6 +56,7 @@ impl PbLeaseService for LeaseService {
         if req.ttl > MAX_LEASE_TTL_S {
             return Err(Error::LeaseTtlTooLarge.into());
         }
+        self.0.check_quota().await?;
         if req.id == 0 {
             req.id = self.new_lease_id();
         }

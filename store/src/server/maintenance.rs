@@ -1,5 +1,6 @@
-//! Maintenance: Status, Alarm, HashKV and MoveLeader. The RPCs whose issues have not
-//! landed yet (backups, defrag) answer Unimplemented with a message saying so.
+//! Maintenance: Status, Alarm (list, raise, disarm), Defragment, HashKV, Snapshot (the
+//! backup stream) and MoveLeader. Hash (a test-only RPC in etcd) and Downgrade answer
+//! Unimplemented with a message saying so.
 
 use std::sync::Arc;
 
@@ -11,6 +12,17 @@ use super::Node;
 
 /// Bytes per Snapshot message (etcd sends 32 KiB; larger chunks cost fewer messages).
 const SNAPSHOT_CHUNK_BYTES: usize = 1 << 20;
+
+// rpc.proto AlarmRequest.AlarmAction::GET.
+const ALARM_GET: i32 = 0;
+
+fn alarm_name(alarm: i32) -> &'static str {
+    match alarm {
+        1 => "NOSPACE",
+        2 => "CORRUPT",
+        _ => "NONE",
+    }
+}
 
 /// The etcd API version this store speaks.
 pub const API_VERSION: &str = "3.5.0";
@@ -27,12 +39,30 @@ fn not_yet(what: &str) -> Status {
 impl PbMaintenanceService for MaintenanceService {
     async fn alarm(
         &self,
-        _req: Request<PbAlarmRequest>,
+        req: Request<PbAlarmRequest>,
     ) -> Result<Response<PbAlarmResponse>, Status> {
-        Ok(Response::new(PbAlarmResponse {
-            header: Some(self.0.header(self.0.store.current_revision())),
-            alarms: Vec::new(),
-        }))
+        let req = req.into_inner();
+        let node = &self.0;
+        if req.action == ALARM_GET {
+            return Ok(Response::new(PbAlarmResponse {
+                header: Some(node.header(node.store.current_revision())),
+                alarms: node
+                    .store
+                    .alarms()
+                    .into_iter()
+                    .map(|(member_id, alarm)| PbAlarmMember { member_id, alarm })
+                    .collect(),
+            }));
+        }
+        match node.propose(crate::command::Command::Alarm(req)).await? {
+            crate::command::CommandResult::Alarm(mut resp) => {
+                node.fill(&mut resp.header);
+                Ok(Response::new(resp))
+            }
+            other => Err(Status::internal(format!(
+                "unexpected apply result {other:?}"
+            ))),
+        }
     }
 
     async fn status(
@@ -55,8 +85,14 @@ impl PbMaintenanceService for MaintenanceService {
             raft_index: m.last_log_index.unwrap_or(0),
             raft_term: m.current_term,
             raft_applied_index: m.last_applied.map(|l| l.index).unwrap_or(0),
-            errors: Vec::new(),
+            errors: node
+                .store
+                .alarms()
+                .into_iter()
+                .map(|(member, alarm)| format!("memberID:{member} alarm:{}", alarm_name(alarm)))
+                .collect(),
             db_size_in_use: size,
+            db_size_quota: node.config.quota_backend_bytes as i64,
             is_learner,
             ..Default::default()
         }))
@@ -66,7 +102,13 @@ impl PbMaintenanceService for MaintenanceService {
         &self,
         _req: Request<PbDefragmentRequest>,
     ) -> Result<Response<PbDefragmentResponse>, Status> {
-        Err(not_yet("Defragment"))
+        let store = self.0.store.clone();
+        tokio::task::spawn_blocking(move || store.defrag())
+            .await
+            .map_err(|e| Status::internal(e.to_string()))??;
+        Ok(Response::new(PbDefragmentResponse {
+            header: Some(self.0.header(self.0.store.current_revision())),
+        }))
     }
 
     async fn hash(&self, _req: Request<PbHashRequest>) -> Result<Response<PbHashResponse>, Status> {

@@ -13,6 +13,7 @@
 
 mod authority;
 mod cluster;
+mod housekeeping;
 pub use cluster::{MembershipOp, MembershipResult};
 mod kv;
 mod lease;
@@ -84,6 +85,10 @@ pub struct Node {
     pub raft: Raft,
     pub peers: Peers,
     applied: tokio::sync::watch::Receiver<u64>,
+    /// The last measured backend size and when it was measured (see `housekeeping.rs`).
+    size_cache: std::sync::Mutex<(u64, Option<Instant>)>,
+    /// The last revision auto-compaction compacted to (0: none).
+    pub auto_compacted: std::sync::atomic::AtomicI64,
 }
 
 impl Node {
@@ -378,18 +383,18 @@ fn initial_members(config: &ServeArgs) -> anyhow::Result<(u64, BTreeMap<u64, Mem
         .initial_cluster
         .clone()
         .unwrap_or_else(|| format!("{}={own_peer}", config.name));
-    let mut members = crate::raft::parse_initial_cluster(&spec, token)?;
+    let members = crate::raft::parse_initial_cluster(&spec, token)?;
     let id = crate::raft::member_id(&own_peer, token);
-    let own = members
-        .get_mut(&id)
-        .filter(|m| m.name == config.name)
-        .ok_or_else(|| {
-            anyhow::anyhow!(
-                "couldn't find local name {:?} with peer URL {own_peer} in the initial cluster configuration",
-                config.name
-            )
-        })?;
-    own.client_urls = config.advertised_client_urls();
+    // Client URLs are not part of the initial membership: every member publishes its own
+    // through Raft once a leader exists (`Node::publish_self`). Each member initializes a
+    // new cluster with its own copy of the membership and only the elected leader's copy
+    // survives, so anything only in a member's own copy would be lost.
+    if members.get(&id).is_none_or(|m| m.name != config.name) {
+        anyhow::bail!(
+            "couldn't find local name {:?} with peer URL {own_peer} in the initial cluster configuration",
+            config.name
+        );
+    }
     Ok((id, members))
 }
 
@@ -460,12 +465,22 @@ pub async fn start(
         raft,
         peers,
         applied,
+        size_cache: std::sync::Mutex::new((0, None)),
+        auto_compacted: std::sync::atomic::AtomicI64::new(0),
     });
     tokio::spawn(node.hub.clone().run_catch_up(shutdown.clone()));
     let publisher = node.clone();
     tokio::spawn(async move { publisher.publish_self().await });
     tokio::spawn(follow_leadership(node.clone(), shutdown.clone()));
     tokio::spawn(expire_leases(node.clone(), shutdown.clone()));
+    tokio::spawn(housekeeping::scheduled_snapshots(
+        node.clone(),
+        shutdown.clone(),
+    ));
+    tokio::spawn(housekeeping::auto_compaction(
+        node.clone(),
+        shutdown.clone(),
+    ));
     tokio::spawn(progress_notifications(node.clone(), shutdown));
     Ok(node)
 }
