@@ -3,6 +3,7 @@
 //! talks to the cluster only through `etcd_client::Client`, so it works against real
 //! etcd as well as our server. The commands themselves live in the sibling modules.
 
+mod alarm;
 mod cluster;
 mod kv;
 mod lease;
@@ -83,6 +84,11 @@ pub enum ClientCommand {
     /// Snapshot (backup) related commands.
     #[command(subcommand)]
     Snapshot(snapshot::SnapshotCommand),
+    /// Alarm related commands.
+    #[command(subcommand)]
+    Alarm(alarm::AlarmCommand),
+    /// Defragments the storage of the given members.
+    Defrag(alarm::DefragArgs),
 }
 
 /// Runs one client command against the endpoints in `global`.
@@ -100,6 +106,8 @@ pub async fn run(global: ClientGlobal, cmd: ClientCommand) -> anyhow::Result<()>
         ClientCommand::Member(c) => cluster::member(&ctx, c).await,
         ClientCommand::MoveLeader(a) => cluster::move_leader(&ctx, a).await,
         ClientCommand::Snapshot(c) => snapshot::run(&ctx, c).await,
+        ClientCommand::Alarm(c) => alarm::alarm(&ctx, c).await,
+        ClientCommand::Defrag(a) => alarm::defrag(&ctx, a).await,
     }
 }
 

@@ -222,22 +222,47 @@ impl MvccStore {
             .collect()
     }
 
-    /// Bytes the data directory takes on disk.
+    /// Bytes of data the database holds (RocksDB's table files plus memtables, every
+    /// column family); cheap, read from RocksDB's own counters. The quota is on this.
+    pub fn live_size_bytes(&self) -> u64 {
+        [CF_KV, CF_LEASE, CF_META, CF_RAFT_LOG, CF_RAFT_META]
+            .iter()
+            .filter_map(|name| self.db.cf_handle(name))
+            .map(|cf| {
+                let sst = self
+                    .db
+                    .property_int_value_cf(cf, "rocksdb.total-sst-files-size")
+                    .ok()
+                    .flatten()
+                    .unwrap_or(0);
+                let mem = self
+                    .db
+                    .property_int_value_cf(cf, "rocksdb.size-all-mem-tables")
+                    .ok()
+                    .flatten()
+                    .unwrap_or(0);
+                sst + mem
+            })
+            .sum()
+    }
+
+    /// Bytes the database takes on disk: RocksDB's tables, WAL and manifest (not its
+    /// informational LOG files, nor anything else kept in the data directory).
     pub fn db_size_bytes(&self) -> u64 {
-        fn walk(p: &Path) -> u64 {
-            let Ok(entries) = std::fs::read_dir(p) else {
-                return 0;
-            };
-            entries
-                .flatten()
-                .map(|e| match e.metadata() {
-                    Ok(m) if m.is_dir() => walk(&e.path()),
-                    Ok(m) => m.len(),
-                    Err(_) => 0,
-                })
-                .sum()
-        }
-        walk(&self.path)
+        let Ok(entries) = std::fs::read_dir(&self.path) else {
+            return 0;
+        };
+        entries
+            .flatten()
+            .filter(|e| {
+                let name = e.file_name();
+                let name = name.to_string_lossy();
+                name.ends_with(".sst") || name.ends_with(".log") || name.starts_with("MANIFEST")
+            })
+            .filter_map(|e| e.metadata().ok())
+            .filter(|m| m.is_file())
+            .map(|m| m.len())
+            .sum()
     }
 }
 

@@ -13,19 +13,13 @@ use super::Node;
 use crate::command::Command;
 use crate::error::{Error, Result};
 
-/// How long a measured backend size is trusted before it is measured again.
-const SIZE_CACHE: Duration = Duration::from_secs(1);
 const ALARM_ACTIVATE: i32 = 1;
 const ALARM_NOSPACE: i32 = 1;
 
 impl Node {
-    /// The data directory's size, measured at most once per [`SIZE_CACHE`].
+    /// The backend's data size (RocksDB's counters; cheap enough for every write).
     pub fn backend_size(&self) -> u64 {
-        let mut cache = self.size_cache.lock().unwrap_or_else(|e| e.into_inner());
-        if cache.1.is_none_or(|at| at.elapsed() > SIZE_CACHE) {
-            *cache = (self.store.db_size_bytes(), Some(Instant::now()));
-        }
-        cache.0
+        self.store.live_size_bytes()
     }
 
     /// Before a write that grows the store: past the quota, raise NOSPACE (through Raft, so

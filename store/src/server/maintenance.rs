@@ -91,7 +91,7 @@ impl PbMaintenanceService for MaintenanceService {
                 .into_iter()
                 .map(|(member, alarm)| format!("memberID:{member} alarm:{}", alarm_name(alarm)))
                 .collect(),
-            db_size_in_use: size,
+            db_size_in_use: node.store.live_size_bytes() as i64,
             db_size_quota: node.config.quota_backend_bytes as i64,
             is_learner,
             ..Default::default()

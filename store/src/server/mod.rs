@@ -85,8 +85,6 @@ pub struct Node {
     pub raft: Raft,
     pub peers: Peers,
     applied: tokio::sync::watch::Receiver<u64>,
-    /// The last measured backend size and when it was measured (see `housekeeping.rs`).
-    size_cache: std::sync::Mutex<(u64, Option<Instant>)>,
     /// The last revision auto-compaction compacted to (0: none).
     pub auto_compacted: std::sync::atomic::AtomicI64,
 }
@@ -465,7 +463,6 @@ pub async fn start(
         raft,
         peers,
         applied,
-        size_cache: std::sync::Mutex::new((0, None)),
         auto_compacted: std::sync::atomic::AtomicI64::new(0),
     });
     tokio::spawn(node.hub.clone().run_catch_up(shutdown.clone()));

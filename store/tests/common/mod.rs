@@ -39,6 +39,16 @@ pub struct Cluster {
 
 impl Cluster {
     pub fn start(n: usize, extra: &[&str]) -> Cluster {
+        let mut c = Cluster::prepare(n, extra);
+        for i in 0..n {
+            c.spawn(i);
+        }
+        c
+    }
+
+    /// A cluster whose members are described but not started (so their data dirs can be
+    /// prepared first, e.g. by `snapshot restore`).
+    pub fn prepare(n: usize, extra: &[&str]) -> Cluster {
         let members: Vec<Member> = (1..=n)
             .map(|i| Member {
                 name: format!("m{i}"),
@@ -53,16 +63,12 @@ impl Cluster {
             .map(|m| format!("{}=http://127.0.0.1:{}", m.name, m.peer_port))
             .collect::<Vec<_>>()
             .join(",");
-        let mut c = Cluster {
+        Cluster {
             dir: tempfile::tempdir().unwrap(),
             members,
             initial_cluster,
             extra: extra.iter().map(|s| s.to_string()).collect(),
-        };
-        for i in 0..n {
-            c.spawn(i);
         }
-        c
     }
 
     pub fn data_dir(&self, i: usize) -> PathBuf {
@@ -319,4 +325,14 @@ pub async fn all_kvs(c: &mut Client) -> Vec<(Vec<u8>, Vec<u8>, i64)> {
         .iter()
         .map(|kv| (kv.key().to_vec(), kv.value().to_vec(), kv.mod_revision()))
         .collect()
+}
+
+/// Runs the `kvstore` binary (client commands) and returns (success, stdout, stderr).
+pub fn kvstore(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(BIN).args(args).output().unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
