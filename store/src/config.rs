@@ -74,6 +74,11 @@ pub struct ServeArgs {
     /// How often the revision-mode compactor runs (etcd: every 5 minutes).
     #[arg(long = "experimental-auto-compaction-interval", default_value = "5m", value_parser = parse_duration)]
     pub auto_compaction_interval: Duration,
+    /// Test hook for network fault injection: `peerURL=dialURL,...` makes this member dial
+    /// `dialURL` (e.g. a fault-injecting proxy) whenever it talks to the member at
+    /// `peerURL`. Membership is unchanged.
+    #[arg(long = "experimental-peer-dial-map", hide = true)]
+    pub peer_dial_map: Option<String>,
     /// Log filter (tracing's env-filter syntax), e.g. `info` or `kvstore=debug`.
     #[arg(long, default_value = "info")]
     pub log_level: String,

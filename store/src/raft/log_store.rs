@@ -47,10 +47,18 @@ impl LogStore {
     pub fn new(db: Arc<DB>) -> LogStore {
         let (flusher, rx) = std_mpsc::channel::<IOFlushed<TypeConfig>>();
         let flush_db = db.clone();
+        // Failpoint for robustness tests: a slow disk, every fsync delayed this long.
+        let fsync_delay = std::env::var("KVSTORE_FAILPOINT_FSYNC_DELAY_MS")
+            .ok()
+            .and_then(|v| v.parse::<u64>().ok())
+            .map(std::time::Duration::from_millis);
         let spawned = std::thread::Builder::new()
             .name("raft-log-fsync".into())
             .spawn(move || {
                 while let Ok(first) = rx.recv() {
+                    if let Some(delay) = fsync_delay {
+                        std::thread::sleep(delay);
+                    }
                     let mut waiting = vec![first];
                     waiting.extend(rx.try_iter());
                     let result = flush_db.flush_wal(true).map_err(|e| e.into_string());

@@ -97,15 +97,39 @@ pub enum ForwardError {
 #[derive(Clone, Default)]
 pub struct Peers {
     channels: Arc<Mutex<HashMap<String, Channel>>>,
+    /// Peer URL → the URL actually dialed (`--experimental-peer-dial-map`, for tests that
+    /// put a fault-injecting proxy on each link).
+    dial_map: Arc<HashMap<String, String>>,
 }
 
 impl Peers {
+    pub fn with_dial_map(spec: Option<&str>) -> anyhow::Result<Peers> {
+        let mut map = HashMap::new();
+        for item in spec
+            .unwrap_or_default()
+            .split(',')
+            .filter(|s| !s.trim().is_empty())
+        {
+            let (from, to) = item.split_once('=').ok_or_else(|| {
+                anyhow::anyhow!(
+                    "--experimental-peer-dial-map entry {item:?} is not peerURL=dialURL"
+                )
+            })?;
+            map.insert(from.trim().to_string(), to.trim().to_string());
+        }
+        Ok(Peers {
+            dial_map: Arc::new(map),
+            ..Default::default()
+        })
+    }
+
     fn channel(&self, url: &str) -> Result<Channel, Error> {
         let mut map = self.channels.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(c) = map.get(url) {
             return Ok(c.clone());
         }
-        let endpoint = Endpoint::from_shared(url.to_string())
+        let dial = self.dial_map.get(url).map(String::as_str).unwrap_or(url);
+        let endpoint = Endpoint::from_shared(dial.to_string())
             .map_err(|e| Error::Storage(format!("bad peer URL {url}: {e}")))?
             .connect_timeout(CONNECT_TIMEOUT)
             .tcp_nodelay(true)

@@ -438,7 +438,7 @@ pub async fn start(
         ..Default::default()
     }
     .validate()?;
-    let peers = Peers::default();
+    let peers = Peers::with_dial_map(config.peer_dial_map.as_deref())?;
     let raft = Raft::new(
         member_id,
         Arc::new(raft_config),
