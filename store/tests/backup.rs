@@ -354,3 +354,87 @@ async fn the_quota_alarm_refuses_puts_allows_deletes_and_compaction_and_is_disar
         "alarms left after disarm: {out}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auto_compaction_in_revision_mode_keeps_the_last_n_revisions() {
+    let cluster = Cluster::start(
+        1,
+        &[
+            "--auto-compaction-mode",
+            "revision",
+            "--auto-compaction-retention",
+            "5",
+            "--experimental-auto-compaction-interval",
+            "200ms",
+        ],
+    );
+    let mut c = cluster.client(0).await;
+    let mut last = 0;
+    for i in 0..20 {
+        last = c
+            .put("k", format!("v{i}"), None)
+            .await
+            .unwrap()
+            .header()
+            .unwrap()
+            .revision();
+    }
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let old = c
+        .get("k", Some(GetOptions::new().with_revision(last - 10)))
+        .await;
+    assert!(
+        old.unwrap_err()
+            .to_string()
+            .contains("required revision has been compacted"),
+        "revision {} should be compacted",
+        last - 10
+    );
+    let kept = c
+        .get("k", Some(GetOptions::new().with_revision(last - 5)))
+        .await
+        .unwrap();
+    assert_eq!(kept.kvs()[0].value(), b"v14");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auto_compaction_in_periodic_mode_keeps_a_time_window() {
+    let cluster = Cluster::start(
+        1,
+        &[
+            "--auto-compaction-mode",
+            "periodic",
+            "--auto-compaction-retention",
+            "1s",
+        ],
+    );
+    let mut c = cluster.client(0).await;
+    let first = c
+        .put("k", "early", None)
+        .await
+        .unwrap()
+        .header()
+        .unwrap()
+        .revision();
+    let mut last = first;
+    for i in 0..25 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        last = c
+            .put("k", format!("v{i}"), None)
+            .await
+            .unwrap()
+            .header()
+            .unwrap()
+            .revision();
+    }
+    // 2.5 s of writes with a 1 s window: the earliest revisions are compacted, the last
+    // few hundred milliseconds are not.
+    let old = c
+        .get("k", Some(GetOptions::new().with_revision(first)))
+        .await;
+    assert!(old.unwrap_err().to_string().contains("compacted"));
+    let recent = c
+        .get("k", Some(GetOptions::new().with_revision(last - 2)))
+        .await;
+    assert!(recent.is_ok(), "{recent:?}");
+}
