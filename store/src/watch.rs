@@ -17,7 +17,7 @@ use prost::Message;
 use tokio::sync::{Notify, mpsc};
 
 use crate::error::Error;
-use crate::mvcc::{ApplyOutput, MvccStore};
+use crate::mvcc::MvccStore;
 
 /// What a stream's output channel carries.
 pub type WatchItem = Result<PbWatchResponse, tonic::Status>;
@@ -64,8 +64,20 @@ pub trait HeaderSource: Send + Sync {
     fn header(&self, revision: i64) -> PbResponseHeader;
 }
 
+/// The events of one applied revision.
+#[derive(Debug, Clone)]
+pub struct Published {
+    pub revision: i64,
+    pub events: Vec<PbEvent>,
+}
+
+/// Batches of applied events waiting for the publisher.
+const PUBLISH_QUEUE: usize = 1024;
+
 pub struct WatchHub {
     store: Arc<MvccStore>,
+    queue: mpsc::Sender<Vec<Published>>,
+    queue_rx: Mutex<Option<mpsc::Receiver<Vec<Published>>>>,
     headers: Arc<dyn HeaderSource>,
     inner: Mutex<Inner>,
     wake: Notify,
@@ -89,8 +101,11 @@ impl WatchHub {
         max_response_bytes: usize,
     ) -> Arc<WatchHub> {
         let published_rev = store.current_revision();
+        let (queue, queue_rx) = mpsc::channel(PUBLISH_QUEUE);
         Arc::new(WatchHub {
             store,
+            queue,
+            queue_rx: Mutex::new(Some(queue_rx)),
             headers,
             inner: Mutex::new(Inner {
                 published_rev,
@@ -128,12 +143,16 @@ impl WatchHub {
                 compact_revision: compact,
             };
         }
-        let (next_rev, synced) =
-            if spec.start_revision == 0 || spec.start_revision > inner.published_rev {
-                (spec.start_revision.max(inner.published_rev + 1), true)
-            } else {
-                (spec.start_revision, false)
-            };
+        // "From now" is the store's revision, which may be ahead of what has been
+        // published yet (publishing runs behind apply, see `run_publisher`).
+        let now = self.store.current_revision().max(inner.published_rev);
+        let (next_rev, synced) = if spec.start_revision == 0 {
+            (now + 1, true)
+        } else if spec.start_revision > inner.published_rev {
+            (spec.start_revision, true)
+        } else {
+            (spec.start_revision, false)
+        };
         if spec.prev_kv {
             self.prev_kv_watchers.fetch_add(1, Ordering::Relaxed);
         }
@@ -166,8 +185,42 @@ impl WatchHub {
         removed.is_some()
     }
 
-    /// Delivers the events of an applied batch (in revision order) to synced watchers.
-    pub fn publish(&self, outputs: &[ApplyOutput]) {
+    /// Queues the events of an applied batch for delivery; waits only when the
+    /// publisher is [`PUBLISH_QUEUE`] batches behind (backpressure on apply, bounded memory).
+    pub async fn enqueue(&self, batch: Vec<Published>) {
+        if batch.is_empty() {
+            return;
+        }
+        if self.queue.send(batch).await.is_err() {
+            tracing::error!("watch publisher stopped; events are not delivered");
+        }
+    }
+
+    /// Delivers queued batches in order, off the apply path, so fanning events out to
+    /// many watchers does not hold up writes.
+    pub async fn run_publisher(self: Arc<Self>) {
+        let Some(mut rx) = self
+            .queue_rx
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+        else {
+            return;
+        };
+        while let Some(batch) = rx.recv().await {
+            let hub = self.clone();
+            // Fan-out is CPU work; keep it off the async workers' hot path.
+            if tokio::task::spawn_blocking(move || hub.publish(&batch))
+                .await
+                .is_err()
+            {
+                tracing::error!("watch publish panicked");
+            }
+        }
+    }
+
+    /// Delivers the events of applied revisions (in revision order) to synced watchers.
+    pub fn publish(&self, outputs: &[Published]) {
         let Some(last) = outputs.last() else {
             return;
         };

@@ -20,7 +20,7 @@ use crate::command::{Command, CommandResult};
 use crate::lease::Lessor;
 use crate::mvcc::MvccStore;
 use crate::mvcc::encoding::{META_RAFT_APPLIED, META_RAFT_MEMBERSHIP};
-use crate::watch::WatchHub;
+use crate::watch::{Published, WatchHub};
 
 fn io_err(e: impl std::fmt::Display) -> io::Error {
     io::Error::other(e.to_string())
@@ -130,7 +130,16 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 _ => {}
             }
         }
-        self.hub.publish(&outs);
+        let mut outs = outs;
+        let published: Vec<Published> = outs
+            .iter_mut()
+            .filter(|o| !o.events.is_empty())
+            .map(|o| Published {
+                revision: o.revision,
+                events: std::mem::take(&mut o.events),
+            })
+            .collect();
+        self.hub.enqueue(published).await;
         self.applied.send_replace(last.index());
         let mut results: Vec<Option<Result<CommandResult, crate::error::Error>>> =
             outs.into_iter().map(|o| Some(o.result)).collect();

@@ -316,7 +316,15 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             tonic::transport::Server::builder()
                 .add_service(peer)
                 .serve_with_incoming_shutdown(
-                    tokio_stream::wrappers::TcpListenerStream::new(listener),
+                    // Raft messages are small and latency-bound: no Nagle delay on replies.
+                    tokio_stream::StreamExt::map(
+                        tokio_stream::wrappers::TcpListenerStream::new(listener),
+                        |s| {
+                            s.inspect(|s| {
+                                let _ = s.set_nodelay(true);
+                            })
+                        },
+                    ),
                     async move {
                         let _ = stop.changed().await;
                     },
@@ -466,6 +474,7 @@ pub async fn start(
         auto_compacted: std::sync::atomic::AtomicI64::new(0),
     });
     tokio::spawn(node.hub.clone().run_catch_up(shutdown.clone()));
+    tokio::spawn(node.hub.clone().run_publisher());
     let publisher = node.clone();
     tokio::spawn(async move { publisher.publish_self().await });
     tokio::spawn(follow_leadership(node.clone(), shutdown.clone()));
