@@ -85,6 +85,10 @@ pub struct Node {
     pub raft: Raft,
     pub peers: Peers,
     applied: tokio::sync::watch::Receiver<u64>,
+    /// Read-index rounds started, and the last finished round's number and result (see
+    /// `read_index_coalesced`).
+    read_rounds_started: AtomicU64,
+    read_round: tokio::sync::Mutex<(u64, Option<Result<u64>>)>,
     /// The last revision auto-compaction compacted to (0: none).
     pub auto_compacted: std::sync::atomic::AtomicI64,
 }
@@ -193,7 +197,15 @@ impl Node {
     }
 
     /// The leader's read index, confirmed with a quorum.
+    ///
+    /// First a lease read: while the leader's lease holds (a quorum acknowledged it within
+    /// the last `election_timeout_max`, during which no other member can be elected) its
+    /// commit index is safe to read without another round trip. If the lease has lapsed,
+    /// a full ReadIndex round confirms leadership with a quorum.
     pub async fn read_index_local(&self) -> Result<u64> {
+        if let Ok((read, _)) = self.raft.get_read_log_id(ReadPolicy::LeaseRead).await {
+            return Ok(read.index());
+        }
         match self.raft.get_read_log_id(ReadPolicy::ReadIndex).await {
             Ok((read, _)) => Ok(read.index()),
             Err(e) if e.forward_to_leader().is_some() => Err(Error::NoLeader),
@@ -207,29 +219,51 @@ impl Node {
     /// Makes the next local read linearizable: learns the leader's read index and waits
     /// until this member has applied up to it.
     pub async fn read_barrier(&self) -> Result<()> {
-        let index = self
-            .on_leader(
-                true,
-                || async {
-                    match self.read_index_local().await {
-                        Ok(i) => Some(Ok(i)),
-                        Err(Error::NoLeader) => None,
-                        Err(e) => Some(Err(e)),
-                    }
-                },
-                PeerRequest::ReadIndex,
-                |r| match r {
-                    PeerResponse::ReadIndex(r) => Some(r),
-                    _ => None,
-                },
-            )
-            .await?;
+        let index = self.read_index_coalesced().await?;
         let mut applied = self.applied.clone();
         match tokio::time::timeout(APPLY_WAIT, applied.wait_for(|a| *a >= index)).await {
             Ok(Ok(_)) => Ok(()),
             Ok(Err(_)) => Err(Error::Stopped),
             Err(_) => Err(Error::Timeout),
         }
+    }
+
+    /// A read index for a read that arrived now, sharing rounds with concurrent readers:
+    /// one round runs at a time; a reader reuses the result of a round that *started
+    /// after it arrived* (so the index is at least as new as its request), otherwise it
+    /// runs the next round itself. Many concurrent reads cost one quorum round trip.
+    async fn read_index_coalesced(&self) -> Result<u64> {
+        let arrival = self.read_rounds_started.load(Ordering::Acquire);
+        let mut last = self.read_round.lock().await;
+        if last.0 > arrival
+            && let Some(result) = &last.1
+        {
+            return result.clone();
+        }
+        let round = self.read_rounds_started.fetch_add(1, Ordering::AcqRel) + 1;
+        let result = self.read_index().await;
+        *last = (round, Some(result.clone()));
+        result
+    }
+
+    /// One read-index round: on the leader, or through it.
+    async fn read_index(&self) -> Result<u64> {
+        self.on_leader(
+            true,
+            || async {
+                match self.read_index_local().await {
+                    Ok(i) => Some(Ok(i)),
+                    Err(Error::NoLeader) => None,
+                    Err(e) => Some(Err(e)),
+                }
+            },
+            PeerRequest::ReadIndex,
+            |r| match r {
+                PeerResponse::ReadIndex(r) => Some(r),
+                _ => None,
+            },
+        )
+        .await
     }
 
     /// Renews a lease on the leader (whose clocks decide expiry); the TTL, 0 if unknown.
@@ -471,6 +505,8 @@ pub async fn start(
         raft,
         peers,
         applied,
+        read_rounds_started: AtomicU64::new(0),
+        read_round: tokio::sync::Mutex::new((0, None)),
         auto_compacted: std::sync::atomic::AtomicI64::new(0),
     });
     tokio::spawn(node.hub.clone().run_catch_up(shutdown.clone()));
