@@ -62,11 +62,14 @@ impl From<anyhow::Error> for StartError {
     }
 }
 
-/// One running member.
+/// One member (running unless killed).
 struct Member {
     name: String,
     child: Child,
     log_path: PathBuf,
+    /// How it was started, to restart it on the same data dir.
+    binary: PathBuf,
+    args: Vec<String>,
 }
 
 /// A running local cluster; dropping it kills its members and removes its data.
@@ -155,23 +158,17 @@ impl Cluster {
             if system == System::Etcd {
                 args.extend(["--log-level".to_owned(), "error".to_owned()]);
             }
-            let log_path = cluster.dir.path().join(format!("{name}.log"));
-            let log = std::fs::File::create(&log_path).context("create a member log")?;
-            let mut command = Command::new(binary);
             if system == System::Kvstore {
-                command.arg("serve");
+                args.insert(0, "serve".to_owned());
             }
-            let child = command
-                .args(&args)
-                .stdin(Stdio::null())
-                .stdout(log.try_clone().context("clone a log handle")?)
-                .stderr(log)
-                .spawn()
-                .with_context(|| format!("start {}", binary.display()))?;
+            let log_path = cluster.dir.path().join(format!("{name}.log"));
+            let child = spawn_member(binary, &args, &log_path)?;
             cluster.members.push(Member {
                 name: name.clone(),
                 child,
                 log_path,
+                binary: binary.to_path_buf(),
+                args,
             });
         }
         cluster.wait_ready().await?;
@@ -229,6 +226,35 @@ impl Cluster {
     pub fn size(&self) -> usize {
         self.members.len()
     }
+
+    /// Kills member `index` with SIGKILL (its own pid) and reaps it.
+    pub fn kill(&mut self, index: usize) {
+        let member = &mut self.members[index];
+        let _ = member.child.kill();
+        let _ = member.child.wait();
+    }
+
+    /// Restarts member `index` on its data dir and waits until the cluster is ready.
+    pub async fn restart(&mut self, index: usize) -> Result<()> {
+        let member = &mut self.members[index];
+        member.child = spawn_member(&member.binary, &member.args, &member.log_path)?;
+        self.wait_ready().await.map_err(|e| anyhow::anyhow!("{e}"))
+    }
+}
+
+fn spawn_member(binary: &Path, args: &[String], log_path: &Path) -> Result<Child> {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log_path)
+        .context("open a member log")?;
+    Command::new(binary)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().context("clone a log handle")?)
+        .stderr(log)
+        .spawn()
+        .with_context(|| format!("start {}", binary.display()))
 }
 
 impl Drop for Cluster {

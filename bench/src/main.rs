@@ -7,6 +7,7 @@
 mod clients;
 mod cluster;
 mod compare;
+mod failover;
 mod lease;
 mod put;
 mod range;
@@ -66,6 +67,8 @@ enum BenchCommand {
     /// Start real etcd and kvstore clusters, run the same workloads on both and print
     /// one table.
     Compare(compare::CompareArgs),
+    /// Time from killing the leader to the first acknowledged write, etcd vs kvstore.
+    Failover(failover::FailoverArgs),
 }
 
 #[tokio::main]
@@ -83,6 +86,7 @@ async fn main() -> Result<()> {
         BenchCommand::LeaseKeepalive(args) => lease::run(&target, args).await?,
         BenchCommand::Watch(args) => watch::run(&target, args).await?,
         BenchCommand::Compare(args) => return compare::run(args, cli.global.json).await,
+        BenchCommand::Failover(args) => return failover::run(args).await,
     };
     report::print(&report, cli.global.json)
 }

@@ -110,13 +110,11 @@ impl Node {
 
     /// The current leader's ID and member record, if one is known.
     pub fn leader(&self) -> Option<(u64, Member)> {
-        let metrics = self.raft.metrics().borrow_watched().clone();
-        let id = metrics.current_leader?;
-        let member = metrics
-            .membership_config
-            .membership()
-            .get_node(&id)?
-            .clone();
+        // Borrow, not clone: this runs on every forwarded request.
+        let metrics = self.raft.metrics();
+        let m = metrics.borrow_watched();
+        let id = m.current_leader?;
+        let member = m.membership_config.membership().get_node(&id)?.clone();
         Some((id, member))
     }
 
@@ -473,7 +471,10 @@ pub async fn start(
         cluster_name: config.initial_cluster_token.clone(),
         heartbeat_interval: config.heartbeat_interval,
         election_timeout_min: config.election_timeout,
-        election_timeout_max: config.election_timeout * 2,
+        // openraft's followers refuse votes for election_timeout_max after hearing from
+        // a leader (its leader lease), so a wide [min, max) range makes the first
+        // candidate after a leader dies lose to the lease and wait another round.
+        election_timeout_max: config.election_timeout + config.election_timeout / 4,
         snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(config.snapshot_count),
         max_in_snapshot_log_to_keep: 1000,
         install_snapshot_timeout: 30_000,
