@@ -100,10 +100,12 @@ pub struct Peers {
     /// Peer URL → the URL actually dialed (`--experimental-peer-dial-map`, for tests that
     /// put a fault-injecting proxy on each link).
     dial_map: Arc<HashMap<String, String>>,
+    /// The shortest time limit of a Raft RPC (the election timeout; see `PeerConnection::rpc`).
+    min_rpc_timeout: Duration,
 }
 
 impl Peers {
-    pub fn with_dial_map(spec: Option<&str>) -> anyhow::Result<Peers> {
+    pub fn new(spec: Option<&str>, election_timeout: Duration) -> anyhow::Result<Peers> {
         let mut map = HashMap::new();
         for item in spec
             .unwrap_or_default()
@@ -119,6 +121,7 @@ impl Peers {
         }
         Ok(Peers {
             dial_map: Arc::new(map),
+            min_rpc_timeout: election_timeout,
             ..Default::default()
         })
     }
@@ -197,13 +200,18 @@ pub struct PeerConnection {
 }
 
 impl PeerConnection {
+    /// openraft gives every AppendEntries the heartbeat interval as its time limit; a
+    /// link slower than that (but far from losing the leader) would then fail every
+    /// replication call and stop commits altogether (found by the robustness suite, seed
+    /// 202). Calls get at least the election timeout instead.
     async fn rpc(
         &self,
         req: PeerRequest,
         option: &RPCOption,
     ) -> Result<PeerResponse, RPCError<TypeConfig>> {
+        let timeout = option.hard_ttl().max(self.peers.min_rpc_timeout);
         self.peers
-            .call(&self.url, &req, option.hard_ttl())
+            .call(&self.url, &req, timeout)
             .await
             .map_err(|s| match s.code() {
                 tonic::Code::Unavailable => RPCError::Unreachable(Unreachable::new(&s)),

@@ -481,7 +481,10 @@ pub async fn start(
         ..Default::default()
     }
     .validate()?;
-    let peers = Peers::with_dial_map(config.peer_dial_map.as_deref())?;
+    let peers = Peers::new(
+        config.peer_dial_map.as_deref(),
+        Duration::from_millis(config.election_timeout),
+    )?;
     let raft = Raft::new(
         member_id,
         Arc::new(raft_config),
