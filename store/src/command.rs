@@ -48,6 +48,20 @@ const TAG_LEASE_GRANT: u8 = 5;
 const TAG_LEASE_REVOKE: u8 = 6;
 const TAG_ALARM: u8 = 7;
 
+/// Whether a Txn puts anything in either branch, nested Txns included: only such Txns
+/// grow the store (the quota check and the NOSPACE alarm refuse them).
+pub fn txn_puts(t: &PbTxnRequest) -> bool {
+    use etcd_client::proto::PbTxnOpRequest;
+    t.success
+        .iter()
+        .chain(&t.failure)
+        .any(|op| match &op.request {
+            Some(PbTxnOpRequest::RequestPut(_)) => true,
+            Some(PbTxnOpRequest::RequestTxn(n)) => txn_puts(n),
+            _ => false,
+        })
+}
+
 impl CommandResult {
     /// Encodes the result as a tag byte and the protobuf body (how it crosses members).
     pub fn encode(&self) -> Vec<u8> {

@@ -134,7 +134,7 @@ impl<'a> Ctx<'a> {
         if capped {
             let grows = match cmd {
                 Command::Put(_) | Command::LeaseGrant(_) => true,
-                Command::Txn(t) => txn_puts(t),
+                Command::Txn(t) => crate::command::txn_puts(t),
                 _ => false,
             };
             if grows {
@@ -539,18 +539,6 @@ impl<'a> Ctx<'a> {
             header: header(self.view_rev()),
         })
     }
-}
-
-/// Whether a Txn puts anything in either branch, nested Txns included.
-fn txn_puts(t: &PbTxnRequest) -> bool {
-    t.success
-        .iter()
-        .chain(&t.failure)
-        .any(|op| match &op.request {
-            Some(PbTxnOpRequest::RequestPut(_)) => true,
-            Some(PbTxnOpRequest::RequestTxn(n)) => txn_puts(n),
-            _ => false,
-        })
 }
 
 /// etcd's compareKV: the chosen field of `kv` against the compare's operand.

@@ -91,7 +91,7 @@ impl PbKvService for KvService {
         let req = req.into_inner();
         validate::check_txn(&req, self.0.config.max_txn_ops)?;
         self.check_size(req.encoded_len())?;
-        if txn_puts(&req) {
+        if crate::command::txn_puts(&req) {
             self.0.check_quota().await?;
         }
         match self.0.propose(Command::Txn(req)).await? {
@@ -116,17 +116,4 @@ impl PbKvService for KvService {
             other => Err(unexpected(other)),
         }
     }
-}
-
-/// Whether a Txn puts anything (only those are refused when the store is full).
-fn txn_puts(t: &PbTxnRequest) -> bool {
-    use etcd_client::proto::PbTxnOpRequest;
-    t.success
-        .iter()
-        .chain(&t.failure)
-        .any(|op| match &op.request {
-            Some(PbTxnOpRequest::RequestPut(_)) => true,
-            Some(PbTxnOpRequest::RequestTxn(n)) => txn_puts(n),
-            _ => false,
-        })
 }
