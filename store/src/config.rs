@@ -34,8 +34,9 @@ pub struct ServeArgs {
     /// Token that keeps separate clusters apart.
     #[arg(long, default_value = "etcd-cluster")]
     pub initial_cluster_token: String,
-    /// Applied entries between Raft snapshots (after which the log is purged).
-    #[arg(long, default_value_t = 10_000)]
+    /// Applied entries between Raft snapshots (after which the log is purged). etcd's
+    /// default; a snapshot dumps the whole retained history, so more often costs writes.
+    #[arg(long, default_value_t = 100_000)]
     pub snapshot_count: u64,
     /// Largest request accepted, in bytes (etcd's default: 1.5 MiB).
     #[arg(long, default_value_t = 1536 * 1024)]
