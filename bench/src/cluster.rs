@@ -227,6 +227,11 @@ impl Cluster {
         self.members.len()
     }
 
+    /// The process ID of member `index`.
+    pub fn pid(&self, index: usize) -> u32 {
+        self.members[index].child.id()
+    }
+
     /// Kills member `index` with SIGKILL (its own pid) and reaps it.
     pub fn kill(&mut self, index: usize) {
         let member = &mut self.members[index];

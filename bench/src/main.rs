@@ -9,6 +9,7 @@ mod cluster;
 mod compare;
 mod failover;
 mod lease;
+mod memory;
 mod put;
 mod range;
 mod report;
@@ -69,6 +70,8 @@ enum BenchCommand {
     Compare(compare::CompareArgs),
     /// Time from killing the leader to the first acknowledged write, etcd vs kvstore.
     Failover(failover::FailoverArgs),
+    /// Resident memory per idle watcher, etcd vs kvstore.
+    WatchMemory(memory::MemoryArgs),
 }
 
 #[tokio::main]
@@ -87,6 +90,7 @@ async fn main() -> Result<()> {
         BenchCommand::Watch(args) => watch::run(&target, args).await?,
         BenchCommand::Compare(args) => return compare::run(args, cli.global.json).await,
         BenchCommand::Failover(args) => return failover::run(args).await,
+        BenchCommand::WatchMemory(args) => return memory::run(args).await,
     };
     report::print(&report, cli.global.json)
 }
