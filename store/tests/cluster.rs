@@ -413,3 +413,167 @@ async fn a_paused_minority_member_serves_nothing_stale_and_rejoins() {
     let _ = fresh.status().await.unwrap();
     converged(&cluster, &[0, 1, 2]).await;
 }
+
+/// Runs the real etcdctl 3.4 against the given endpoints.
+fn etcdctl(endpoints: &str, args: &[&str]) -> (bool, String, String) {
+    let out = std::process::Command::new("etcdctl")
+        .args(["--endpoints", endpoints])
+        .args(args)
+        .output()
+        .expect("etcdctl is installed by scripts/setup.sh");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcdctl_manages_the_cluster() {
+    let mut cluster = Cluster::start(3, &["--snapshot-count", "50"]);
+    for i in 0..3 {
+        cluster.client(i).await;
+    }
+    cluster.leader().await;
+    let all = (0..3)
+        .map(|i| format!("http://{}", cluster.endpoint(i)))
+        .collect::<Vec<_>>()
+        .join(",");
+
+    // member list shows every member with its client URL once they have published it.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let (ok, out, err) = etcdctl(&all, &["member", "list"]);
+        assert!(ok, "{err}");
+        if out.lines().count() == 3
+            && out
+                .lines()
+                .all(|l| l.contains(", started, m") && !l.contains(", , "))
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "member list never complete: {out}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let (ok, out, err) = etcdctl(&all, &["endpoint", "status", "--cluster", "-w", "json"]);
+    assert!(ok, "{err}");
+    let status: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(status.as_array().unwrap().len(), 3, "{out}");
+    let leaders: Vec<u64> = status
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["Status"]["leader"].as_u64().unwrap())
+        .collect();
+    assert!(
+        leaders.iter().all(|l| *l == leaders[0] && *l != 0),
+        "{leaders:?}"
+    );
+    // etcdctl 3.4 prints health lines on stderr.
+    let (ok, out, err) = etcdctl(&all, &["endpoint", "health", "--cluster"]);
+    assert!(
+        ok && format!("{out}{err}").matches("is healthy").count() == 3,
+        "{out} {err}"
+    );
+
+    // move-leader to a follower.
+    let leader_id = leaders[0];
+    let follower_id = status
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["Status"]["header"]["member_id"].as_u64().unwrap())
+        .find(|id| *id != leader_id)
+        .unwrap();
+    let (ok, out, err) = etcdctl(&all, &["move-leader", &format!("{follower_id:x}")]);
+    assert!(ok && out.contains("Leadership transferred"), "{out} {err}");
+
+    // member add --learner, start it, promote it, remove an old member.
+    let mut c = cluster.client(0).await;
+    for i in 0..100 {
+        c.put(format!("k{i}"), "v", None).await.unwrap();
+    }
+    let new = cluster.new_member();
+    let peer = cluster.peer_url(new);
+    let (ok, out, err) = etcdctl(
+        &all,
+        &[
+            "member",
+            "add",
+            &cluster.members[new].name,
+            "--peer-urls",
+            &peer,
+            "--learner",
+        ],
+    );
+    assert!(ok && out.contains("added to cluster"), "{out} {err}");
+    let new_id = out.split_whitespace().nth(1).unwrap().to_string();
+    cluster.spawn(new);
+    cluster.client(new).await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (ok, out, err) = etcdctl(&all, &["member", "promote", &new_id]);
+        if ok {
+            assert!(out.contains("promoted"), "{out}");
+            break;
+        }
+        assert!(
+            err.contains("in sync with leader"),
+            "unexpected promote error: {err}"
+        );
+        assert!(Instant::now() < deadline, "learner never caught up");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // MemberList is served from each member's applied membership (as in etcd), so ask
+    // the new member, and give it a moment to publish its own name and client URL.
+    let new_ep = format!("http://{}", cluster.endpoint(new));
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let out = loop {
+        let (ok, out, _) = etcdctl(&new_ep, &["member", "list"]);
+        assert!(
+            ok && out.lines().count() == 4 && !out.contains("true"),
+            "{out}"
+        );
+        if !out.contains("unstarted") {
+            break out;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the new member never published itself: {out}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let victim = out
+        .lines()
+        .find(|l| l.contains(", m1,"))
+        .unwrap()
+        .split(',')
+        .next()
+        .unwrap()
+        .to_string();
+    let (ok, out, err) = etcdctl(&new_ep, &["member", "remove", &victim]);
+    assert!(ok && out.contains("removed from cluster"), "{out} {err}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (ok, out, _) = etcdctl(&new_ep, &["member", "list"]);
+        assert!(ok, "{out}");
+        if out.lines().count() == 3 && !out.contains(", m1,") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "m1 still listed after its removal: {out}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The promoted member serves linearizable reads of what was written before it joined.
+    let mut nc = cluster.client(new).await;
+    let r = nc
+        .get("k", Some(GetOptions::new().with_prefix().with_count_only()))
+        .await
+        .unwrap();
+    assert_eq!(r.count(), 100);
+}
