@@ -7,6 +7,7 @@ pub mod cli;
 pub mod command;
 pub mod config;
 pub mod error;
+pub mod failpoint;
 pub mod lease;
 pub mod mvcc;
 pub mod raft;

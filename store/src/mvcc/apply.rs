@@ -99,6 +99,9 @@ impl MvccStore {
         );
         let mut wo = rocksdb::WriteOptions::default();
         wo.set_sync(sync);
+        if crate::failpoint::enabled(crate::failpoint::NO_DURABILITY) {
+            wo.disable_wal(true);
+        }
         self.db.write_opt(batch, &wo)?;
         Ok(outs)
     }

@@ -202,6 +202,15 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         for entry in entries {
             batch.put_cf(cf, index_key(entry.index()), encode(&entry)?);
         }
+        if crate::failpoint::enabled(crate::failpoint::NO_DURABILITY) {
+            // Deliberately weakened (robustness tests only): no WAL, acknowledged at once,
+            // so a kill -9 loses acknowledged entries.
+            let mut wo = rocksdb::WriteOptions::default();
+            wo.disable_wal(true);
+            self.db.write_opt(batch, &wo).map_err(io_err)?;
+            callback.io_completed(Ok(()));
+            return Ok(());
+        }
         // Written now (readable when this returns), acknowledged after the batched fsync.
         self.db.write(batch).map_err(io_err)?;
         self.flusher

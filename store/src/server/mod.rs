@@ -217,6 +217,10 @@ impl Node {
     /// Makes the next local read linearizable: learns the leader's read index and waits
     /// until this member has applied up to it.
     pub async fn read_barrier(&self) -> Result<()> {
+        if crate::failpoint::enabled(crate::failpoint::STALE_READS) {
+            // Deliberately weakened (robustness tests only): serve whatever is local.
+            return Ok(());
+        }
         let index = self.read_index_coalesced().await?;
         let mut applied = self.applied.clone();
         match tokio::time::timeout(APPLY_WAIT, applied.wait_for(|a| *a >= index)).await {
