@@ -2,21 +2,15 @@
 //! `kvstore serve`: per-endpoint commands then send `:authority: http://host:port`,
 //! which the client port must accept (see `store/src/server/authority.rs`).
 
-use std::net::TcpListener;
+mod common;
+use common::free_port;
+
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
 const BIN: &str = env!("CARGO_BIN_EXE_kvstore");
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// A single-member `kvstore serve`, killed (by its own pid) when dropped.
 struct Server {

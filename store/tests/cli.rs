@@ -5,8 +5,10 @@
 //! `--endpoints`. Every test runs twice: against real etcd 3.4 (which proves the test's
 //! expectations are etcd's) and against `kvstore serve`, started with the same etcd flags.
 
+mod common;
+use common::free_port;
+
 use std::io::{BufRead, BufReader, Write};
-use std::net::TcpListener;
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -14,14 +16,6 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 const BIN: &str = env!("CARGO_BIN_EXE_kvstore");
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// A single-member server, killed (by its own pid) when dropped.
 struct Server {

@@ -6,7 +6,9 @@
 //! etcd's) and against `kvstore serve`, both started with the same etcd flags on free
 //! ports in a temporary directory, and killed by their own pids when the test ends.
 
-use std::net::TcpListener;
+mod common;
+use common::free_port;
+
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -14,14 +16,6 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 const BIN: &str = env!("CARGO_BIN_EXE_kvstore");
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 struct Member {
     name: String,
