@@ -91,6 +91,10 @@ pub struct Node {
     read_round: tokio::sync::Mutex<(u64, Option<Result<u64>>)>,
     /// The last revision auto-compaction compacted to (0: none).
     pub auto_compacted: std::sync::atomic::AtomicI64,
+    /// Backend size cache (see `housekeeping.rs`): bytes, and when read (ms since start).
+    size_bytes: AtomicU64,
+    size_read_at_ms: AtomicU64,
+    started: Instant,
 }
 
 impl Node {
@@ -516,6 +520,9 @@ pub async fn start(
         read_rounds_started: AtomicU64::new(0),
         read_round: tokio::sync::Mutex::new((0, None)),
         auto_compacted: std::sync::atomic::AtomicI64::new(0),
+        size_bytes: AtomicU64::new(0),
+        size_read_at_ms: AtomicU64::new(0),
+        started: Instant::now(),
     });
     tokio::spawn(node.hub.clone().run_catch_up(shutdown.clone()));
     tokio::spawn(node.hub.clone().run_publisher());
