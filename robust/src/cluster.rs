@@ -18,9 +18,23 @@ use etcd_client::{Client, ConnectOptions};
 
 use crate::proxy::{LinkMode, LinkProxy};
 
+/// Which server the cluster runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Backend {
+    /// `kvstore serve`, every peer link behind a proxy (all faults available).
+    #[default]
+    Kvstore,
+    /// A real etcd (`$ETCD_BIN`, else `etcd` on the PATH), used to validate the checkers
+    /// against a reference implementation. etcd cannot dial its peers through the
+    /// proxies (the proxies exist but carry nothing), so only the process faults
+    /// (`Fault::PROCESS`: kill, pause, restart) apply to it.
+    Etcd,
+}
+
 /// Shape and timing of a cluster.
 #[derive(Debug, Clone)]
 pub struct ClusterConfig {
+    pub backend: Backend,
     pub size: usize,
     pub heartbeat_ms: u64,
     pub election_ms: u64,
@@ -28,16 +42,20 @@ pub struct ClusterConfig {
     pub generations: usize,
     /// More `kvstore serve` flags for every member.
     pub extra_args: Vec<String>,
+    /// Environment variables for every member (e.g. failpoints).
+    pub env: Vec<(String, String)>,
 }
 
 impl Default for ClusterConfig {
     fn default() -> Self {
         ClusterConfig {
+            backend: Backend::Kvstore,
             size: 3,
             heartbeat_ms: 50,
             election_ms: 500,
             generations: 8,
             extra_args: Vec::new(),
+            env: Vec::new(),
         }
     }
 }
@@ -90,6 +108,11 @@ pub fn kvstore_bin() -> anyhow::Result<PathBuf> {
     )
 }
 
+/// The etcd binary: `$ETCD_BIN`, else `etcd` looked up on the PATH.
+pub fn etcd_bin() -> PathBuf {
+    std::env::var_os("ETCD_BIN").map_or_else(|| PathBuf::from("etcd"), PathBuf::from)
+}
+
 fn free_port() -> anyhow::Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
@@ -103,7 +126,10 @@ const TOKEN: &str = "robust-cluster";
 impl Cluster {
     /// Starts every member and waits for a leader.
     pub async fn start(config: ClusterConfig) -> anyhow::Result<Cluster> {
-        let bin = kvstore_bin()?;
+        let bin = match config.backend {
+            Backend::Kvstore => kvstore_bin()?,
+            Backend::Etcd => etcd_bin(),
+        };
         let dir = tempfile::Builder::new().prefix("robust-").tempdir()?;
         let mut slots = Vec::new();
         for _ in 0..config.size {
@@ -191,6 +217,15 @@ impl Cluster {
         self.slots[i].child.is_some()
     }
 
+    /// Whether member i was started and its process has since exited on its own (for
+    /// instance, it refused to start from what its data directory held).
+    pub fn has_exited(&mut self, i: usize) -> bool {
+        match &mut self.slots[i].child {
+            Some(c) => matches!(c.try_wait(), Ok(Some(_))),
+            None => false,
+        }
+    }
+
     pub fn is_paused(&self, i: usize) -> bool {
         self.slots[i].paused
     }
@@ -235,8 +270,10 @@ impl Cluster {
             .open(self.log_path(i))?;
         let slot = &self.slots[i];
         let mut cmd = Command::new(&self.bin);
-        cmd.arg("serve")
-            .args(["--name", &self.name(i)])
+        if self.config.backend == Backend::Kvstore {
+            cmd.arg("serve");
+        }
+        cmd.args(["--name", &self.name(i)])
             .arg("--data-dir")
             .arg(self.data_dir(i))
             .args(["--listen-client-urls", &self.endpoint(i)])
@@ -252,9 +289,18 @@ impl Cluster {
                 "--heartbeat-interval",
                 &self.config.heartbeat_ms.to_string(),
             ])
-            .args(["--election-timeout", &self.config.election_ms.to_string()])
-            .args(["--experimental-peer-dial-map", &self.dial_map(i)])
-            .args(&self.config.extra_args)
+            .args(["--election-timeout", &self.config.election_ms.to_string()]);
+        match self.config.backend {
+            Backend::Kvstore => {
+                cmd.args(["--experimental-peer-dial-map", &self.dial_map(i)]);
+            }
+            Backend::Etcd => {
+                cmd.args(["--advertise-client-urls", &self.endpoint(i)])
+                    .args(["--log-level", "error"]);
+            }
+        }
+        cmd.args(&self.config.extra_args)
+            .envs(self.config.env.iter().map(|(k, v)| (k, v)))
             .env_remove("KVSTORE_FAILPOINT_FSYNC_DELAY_MS")
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)

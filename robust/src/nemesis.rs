@@ -41,6 +41,15 @@ impl Fault {
         Fault::WipeReadd,
     ];
 
+    /// The faults that need no support from the server (no peer proxies, no
+    /// failpoints, no membership API use): the ones a real etcd can be put through.
+    pub const PROCESS: [Fault; 4] = [
+        Fault::KillLeader,
+        Fault::KillRandom,
+        Fault::Pause,
+        Fault::RestartAll,
+    ];
+
     pub fn name(self) -> &'static str {
         match self {
             Fault::KillLeader => "kill-leader",
