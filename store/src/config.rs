@@ -176,6 +176,12 @@ impl ServeArgs {
             .collect()
     }
 
+    /// The upper end of Raft's randomized election timeout, which is also openraft's
+    /// leader lease: 1.25 × `--election-timeout` (see `server::start`).
+    pub fn election_timeout_max_ms(&self) -> u64 {
+        self.election_timeout + self.election_timeout / 4
+    }
+
     /// Smallest lease TTL granted, in seconds: ceil(1.5 × election timeout), as etcd does.
     pub fn min_lease_ttl_s(&self) -> i64 {
         let ms = self.election_timeout.saturating_mul(3) / 2;

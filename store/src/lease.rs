@@ -28,7 +28,13 @@ impl Lessor {
 
     /// Starts (or restarts) a lease's clock at its full TTL.
     pub fn renew(&self, id: i64, ttl_s: i64) {
-        let ttl = Duration::from_secs(ttl_s.max(0) as u64);
+        self.renew_extended(id, ttl_s, Duration::ZERO);
+    }
+
+    /// Starts a lease's clock at its full TTL plus `extra` (what a new leader grants, see
+    /// `server::follow_leadership`).
+    pub fn renew_extended(&self, id: i64, ttl_s: i64, extra: Duration) {
+        let ttl = Duration::from_secs(ttl_s.max(0) as u64) + extra;
         self.lock().insert(id, Instant::now() + ttl);
     }
 

@@ -126,12 +126,15 @@ impl PbLeaseService for LeaseService {
                 ..Default::default()
             }));
         };
+        // The leader's clock decides; a new leader's extension (see follow_leadership)
+        // is not shown: a client is never told more than the granted TTL.
         let remaining = self
             .0
-            .lessor
-            .remaining(req.id)
+            .lease_remaining(req.id)
+            .await?
             .map(|d| d.as_secs() as i64)
-            .unwrap_or(lease.ttl_s);
+            .unwrap_or(lease.ttl_s)
+            .min(lease.ttl_s);
         Ok(Response::new(PbLeaseTimeToLiveResponse {
             header,
             id: req.id,

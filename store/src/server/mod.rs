@@ -276,7 +276,7 @@ impl Node {
     pub async fn lease_keepalive(&self, id: i64) -> Result<i64> {
         self.on_leader(
             true,
-            || async { Some(Ok(self.lease_keepalive_local(id))) },
+            || async { self.lease_keepalive_as_leader(id).await.map(Ok) },
             PeerRequest::LeaseKeepAlive(id),
             |r| match r {
                 PeerResponse::LeaseKeepAlive(r) => Some(r),
@@ -284,6 +284,22 @@ impl Node {
             },
         )
         .await
+    }
+
+    /// Renews on this member if it still leads with a fresh quorum acknowledgement (its
+    /// leader lease). A deposed leader that has not noticed yet must not promise TTLs: the
+    /// new leader's clocks would expire the lease earlier than promised (found by the
+    /// robustness soak, seed 20261125). `None`: not (surely) the leader.
+    pub async fn lease_keepalive_as_leader(&self, id: i64) -> Option<i64> {
+        if self
+            .raft
+            .get_read_log_id(ReadPolicy::LeaseRead)
+            .await
+            .is_err()
+        {
+            return None;
+        }
+        Some(self.lease_keepalive_local(id))
     }
 
     pub fn lease_keepalive_local(&self, id: i64) -> i64 {
@@ -482,7 +498,7 @@ pub async fn start(
         // openraft's followers refuse votes for election_timeout_max after hearing from
         // a leader (its leader lease), so a wide [min, max) range makes the first
         // candidate after a leader dies lose to the lease and wait another round.
-        election_timeout_max: config.election_timeout + config.election_timeout / 4,
+        election_timeout_max: config.election_timeout_max_ms(),
         snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(config.snapshot_count),
         max_in_snapshot_log_to_keep: 1000,
         install_snapshot_timeout: 30_000,
@@ -556,8 +572,13 @@ async fn follow_leadership(node: Arc<Node>, mut shutdown: tokio::sync::watch::Re
         node.identity.raft_term.store(term, Ordering::Relaxed);
         if leader && !was_leader {
             tracing::info!(term, "became leader");
+            // Keep-alives answered by the previous leader promised TTLs from its clock,
+            // up to its leader lease (election_timeout_max) before this election: extend
+            // every lease by that much, as etcd's lessor Promote extends by the election
+            // timeout, so no lease expires before a promise made to a client.
+            let extra = Duration::from_millis(node.config.election_timeout_max_ms());
             for (id, ttl) in node.store.leases() {
-                node.lessor.renew(id, ttl);
+                node.lessor.renew_extended(id, ttl, extra);
             }
         }
         was_leader = leader;

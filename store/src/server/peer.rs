@@ -50,11 +50,11 @@ impl pb::peer_server::Peer for PeerService {
                 Err(Error::NoLeader)
             }),
             PeerRequest::ReadIndex => PeerResponse::ReadIndex(node.read_index_local().await),
-            PeerRequest::LeaseKeepAlive(id) => PeerResponse::LeaseKeepAlive(if node.is_leader() {
-                Ok(node.lease_keepalive_local(id))
-            } else {
-                Err(Error::NoLeader)
-            }),
+            PeerRequest::LeaseKeepAlive(id) => PeerResponse::LeaseKeepAlive(
+                node.lease_keepalive_as_leader(id)
+                    .await
+                    .ok_or(Error::NoLeader),
+            ),
             PeerRequest::Membership(op) => PeerResponse::Membership(if node.is_leader() {
                 node.change_members_local(op).await
             } else {
