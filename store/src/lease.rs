@@ -2,7 +2,8 @@
 //! (`mvcc`); *when* a lease expires depends on wall clocks, so it lives here, on the member
 //! that decides expiry. An expired lease is revoked by proposing a `LeaseRevoke` command,
 //! never by changing state directly, so every member deletes the same keys at the same
-//! revision. After a restart every lease starts over at its full TTL, as etcd does.
+//! revision. After a restart or a leader change every lease starts over at its full TTL
+//! (plus the election timeout on a new leader, see `server::follow_leadership`).
 
 use std::collections::HashMap;
 use std::sync::Mutex;
