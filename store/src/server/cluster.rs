@@ -128,7 +128,6 @@ impl Node {
         let m = self.raft.metrics().borrow_watched().clone();
         let membership = m.membership_config.membership().clone();
         let token = &self.config.initial_cluster_token;
-        let fail = |e: &dyn std::fmt::Display| MembershipError::Other(e.to_string());
         let concerned = match op {
             MembershipOp::Add {
                 peer_url,
@@ -148,12 +147,10 @@ impl Node {
                 self.raft
                     .add_learner(id, member, false)
                     .await
-                    .map_err(|e| fail(&e))?;
+                    .map_err(|e| MembershipError::Other(e.to_string()))?;
                 if !is_learner {
-                    self.raft
-                        .change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), false)
-                        .await
-                        .map_err(|e| fail(&e))?;
+                    self.commit_change(ChangeMembers::AddVoterIds(BTreeSet::from([id])))
+                        .await?;
                 }
                 Some(id)
             }
@@ -174,10 +171,8 @@ impl Node {
                 if matched < leader_index * PROMOTE_READY_RATIO {
                     return Err(MembershipError::LearnerNotReady);
                 }
-                self.raft
-                    .change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), false)
-                    .await
-                    .map_err(|e| fail(&e))?;
+                self.commit_change(ChangeMembers::AddVoterIds(BTreeSet::from([id])))
+                    .await?;
                 Some(id)
             }
             MembershipOp::Remove { id } => {
@@ -192,10 +187,7 @@ impl Node {
                 } else {
                     ChangeMembers::RemoveNodes(BTreeSet::from([id]))
                 };
-                self.raft
-                    .change_membership(change, false)
-                    .await
-                    .map_err(|e| fail(&e))?;
+                self.commit_change(change).await?;
                 Some(id)
             }
             MembershipOp::Update { id, peer_url } => {
@@ -204,30 +196,32 @@ impl Node {
                     .cloned()
                     .ok_or(MembershipError::NotFound)?;
                 member.peer_url = peer_url;
-                self.raft
-                    .change_membership(
-                        ChangeMembers::SetNodes(BTreeMap::from([(id, member)])),
-                        false,
-                    )
-                    .await
-                    .map_err(|e| fail(&e))?;
+                self.commit_change(ChangeMembers::SetNodes(BTreeMap::from([(id, member)])))
+                    .await?;
                 Some(id)
             }
             MembershipOp::Publish { id, member } => {
                 if membership.get_node(&id).is_none() {
                     return Err(MembershipError::NotFound);
                 }
-                self.raft
-                    .change_membership(
-                        ChangeMembers::SetNodes(BTreeMap::from([(id, member)])),
-                        false,
-                    )
-                    .await
-                    .map_err(|e| fail(&e))?;
+                self.commit_change(ChangeMembers::SetNodes(BTreeMap::from([(id, member)])))
+                    .await?;
                 Some(id)
             }
         };
         Ok((concerned, self.member_list()))
+    }
+
+    /// Commits one membership change (joint consensus; learners are not kept as such).
+    async fn commit_change(
+        &self,
+        change: ChangeMembers<u64, Member>,
+    ) -> Result<(), MembershipError> {
+        self.raft
+            .change_membership(change, false)
+            .await
+            .map(|_| ())
+            .map_err(|e| MembershipError::Other(e.to_string()))
     }
 
     /// Records this member's name and client URLs in the membership once a leader is
