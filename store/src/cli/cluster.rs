@@ -401,17 +401,12 @@ pub(crate) async fn move_leader(ctx: &Ctx, a: MoveLeaderArgs) -> anyhow::Result<
     }
     let resp = ctx.call(client.move_leader(target)).await?;
     let mut out = std::io::stdout().lock();
-    if format == OutputFormat::Json {
-        let v = Obj::new()
-            .val("header", output::header_json(resp.0.header.as_ref()))
-            .build();
-        output::write_json(&mut out, &v)?;
-    } else {
-        writeln!(
-            out,
-            "Leadership transferred from {leader_id:x} to {target:x}"
-        )?;
-    }
+    output::write_header_or_text(
+        &mut out,
+        format,
+        resp.0.header.as_ref(),
+        format_args!("Leadership transferred from {leader_id:x} to {target:x}"),
+    )?;
     Ok(())
 }
 

@@ -71,14 +71,12 @@ pub(crate) async fn run(ctx: &Ctx, cmd: LeaseCommand) -> anyhow::Result<()> {
                 .call(client.lease_revoke(id))
                 .await
                 .map_err(|e| anyhow::anyhow!("failed to revoke lease ({e})"))?;
-            if format == OutputFormat::Json {
-                let v = Obj::new()
-                    .val("header", output::header_json(resp.0.header.as_ref()))
-                    .build();
-                output::write_json(&mut out, &v)?;
-            } else {
-                writeln!(out, "lease {} revoked", format_lease_id(id))?;
-            }
+            output::write_header_or_text(
+                &mut out,
+                format,
+                resp.0.header.as_ref(),
+                format_args!("lease {} revoked", format_lease_id(id)),
+            )?;
         }
         LeaseCommand::Timetolive { keys, .. } => {
             let opts = keys.then(|| LeaseTimeToLiveOptions::new().with_keys());

@@ -70,14 +70,12 @@ pub(crate) async fn compaction(ctx: &Ctx, a: CompactionArgs) -> anyhow::Result<(
     let mut client = ctx.client().await?;
     let resp = ctx.call(client.compact(a.revision, opts)).await?;
     let mut out = std::io::stdout().lock();
-    if format == OutputFormat::Json {
-        let v = Obj::new()
-            .val("header", output::header_json(resp.0.header.as_ref()))
-            .build();
-        output::write_json(&mut out, &v)?;
-    } else {
-        writeln!(out, "compacted revision {}", a.revision)?;
-    }
+    output::write_header_or_text(
+        &mut out,
+        format,
+        resp.0.header.as_ref(),
+        format_args!("compacted revision {}", a.revision),
+    )?;
     Ok(())
 }
 

@@ -246,6 +246,21 @@ pub(crate) fn kvs_json(kvs: &[PbKeyValue]) -> Json {
 }
 
 /// Writes one JSON document followed by a newline.
+/// Prints a response that carries only a header: `{"header": ...}` as JSON, `text` in
+/// the simple format (compaction, lease revoke, move-leader).
+pub(crate) fn write_header_or_text(
+    out: &mut impl Write,
+    format: OutputFormat,
+    header: Option<&PbResponseHeader>,
+    text: impl std::fmt::Display,
+) -> std::io::Result<()> {
+    if format == OutputFormat::Json {
+        write_json(out, &Obj::new().val("header", header_json(header)).build())
+    } else {
+        writeln!(out, "{text}")
+    }
+}
+
 pub(crate) fn write_json(out: &mut impl Write, v: &Json) -> std::io::Result<()> {
     serde_json::to_writer(&mut *out, v)?;
     out.write_all(b"\n")
