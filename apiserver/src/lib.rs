@@ -1,0 +1,1 @@
+//! The Kubernetes-style apiserver: REST over the etcd v3 store.
