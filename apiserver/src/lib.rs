@@ -1,1 +1,3 @@
 //! The Kubernetes-style apiserver: REST over the etcd v3 store.
+
+pub mod resources;
