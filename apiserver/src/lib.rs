@@ -1,3 +1,5 @@
 //! The Kubernetes-style apiserver: REST over the etcd v3 store.
 
 pub mod resources;
+pub mod selectors;
+pub mod validation;

@@ -1,0 +1,3 @@
+//! Schema validation of every write (filled in by the validation commit).
+
+pub mod names;
