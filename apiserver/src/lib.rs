@@ -1,5 +1,6 @@
 //! The Kubernetes-style apiserver: REST over the etcd v3 store.
 
 pub mod resources;
+pub mod patch;
 pub mod selectors;
 pub mod validation;

@@ -1,3 +1,4 @@
 //! Schema validation of every write (filled in by the validation commit).
 
 pub mod names;
+pub mod schema;
