@@ -2,4 +2,6 @@
 //! for our apiserver. Used by the scheduler, the controllers, the agent and the tests;
 //! it links neither the server nor the store client.
 
+pub mod quantity;
+
 pub use k8s_openapi;
