@@ -1,6 +1,7 @@
 //! The Kubernetes-style apiserver: REST over the etcd v3 store.
 
 pub mod resources;
+pub mod auth;
 pub mod patch;
 pub mod selectors;
 pub mod validation;
