@@ -9,6 +9,7 @@
 
 pub mod kinds;
 pub mod names;
+pub mod openapi;
 pub mod schema;
 mod walk;
 

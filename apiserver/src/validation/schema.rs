@@ -419,6 +419,8 @@ fn build() -> Schemas {
         "v1",
         "WatchEvent",
     );
+    // Referenced by list documents only, so not reached from any root.
+    let _ = g.subschema_for::<meta::ListMeta>();
     let mut defs = g.take_definitions(false);
     decorate(&mut defs, &roots);
     Schemas { defs, roots }
