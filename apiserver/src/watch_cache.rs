@@ -432,7 +432,9 @@ async fn list_all(
     let mut start: Option<String> = None;
     loop {
         let page = store.list(prefix, start.as_deref(), 1000, revision).await?;
-        revision = page.revision;
+        if revision == 0 {
+            revision = page.revision;
+        }
         let last = page.items.last().map(|s| s.key.clone());
         for s in page.items {
             items.push((s.key, CachedObject::new(s.value)));

@@ -10,6 +10,7 @@ use std::time::Duration;
 use common::{Backend, Cluster, KvstoreCluster, WatchStream, get_json, send_json};
 use reqwest::Method;
 use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const T: Duration = Duration::from_secs(20);
 
@@ -249,54 +250,84 @@ async fn two_apiservers_see_each_others_writes() -> anyhow::Result<()> {
 async fn slow_watcher_is_cut_off_without_stalling_writers() -> anyhow::Result<()> {
     let c = Cluster::start_with_args(Backend::Kvstore, 1, &["--watch-buffer-events", "5"]).await?;
     let http = c.client();
-    let base = format!(
-        "{}/api/v1/namespaces/default/pods?watch=1&resourceVersion=1",
-        c.url()
-    );
-    // The slow watcher: opened, never read until the end.
-    let slow_client = c.client();
-    let mut slow = WatchStream::open(&slow_client, &base).await?;
+    // No resourceVersion: served by the watch cache (whose buffers are what this tests).
+    let base = format!("{}/api/v1/namespaces/default/pods?watch=1", c.url());
+    // The slow watcher: a plain HTTP/1.1 connection with a tiny receive buffer (the
+    // loopback's autotuned buffers would otherwise absorb tens of MB), not read until
+    // the writes are done.
+    let addr = c
+        .insecure_url_of(0)
+        .trim_start_matches("http://")
+        .to_string();
+    let socket = tokio::net::TcpSocket::new_v4()?;
+    socket.set_recv_buffer_size(8 * 1024)?;
+    let mut slow = socket.connect(addr.parse()?).await?;
+    let req =
+        format!("GET /api/v1/namespaces/default/pods?watch=1 HTTP/1.1\r\nHost: {addr}\r\n\r\n");
+    slow.write_all(req.as_bytes()).await?;
+    // The fast watcher reads as events come.
     let mut fast = WatchStream::open(&http, &base).await?;
-    // Big objects fill the socket buffers quickly.
+    let writes = 100;
+    let reader = tokio::spawn(async move {
+        let mut names = Vec::new();
+        while names.len() < writes {
+            match fast.next_change(T).await {
+                Ok(Some(e)) => names.push(
+                    e["object"]["metadata"]["name"]
+                        .as_str()
+                        .unwrap_or("")
+                        .to_string(),
+                ),
+                other => anyhow::bail!("fast watcher ended early: {other:?} after {}", names.len()),
+            }
+        }
+        Ok(names)
+    });
+    // Big objects fill the socket buffers quickly; every write must still complete.
     let big = "x".repeat(200 * 1024);
-    let writes = 60;
     for i in 0..writes {
         let mut p = cm_pod(&format!("big-{i}"), "n");
         p["metadata"]["annotations"]["blob"] = json!(big);
-        let (code, body) = tokio::time::timeout(
-            T,
-            send_json(
-                &http,
-                Method::POST,
-                &format!("{}/api/v1/namespaces/default/pods", c.url()),
-                &p,
-            ),
-        )
-        .await??;
+        let url = format!("{}/api/v1/namespaces/default/pods", c.url());
+        let (code, body) =
+            tokio::time::timeout(T, send_json(&http, Method::POST, &url, &p)).await??;
         assert_eq!(code, 201, "{body}");
     }
     // The fast watcher got everything, in order.
-    for i in 0..writes {
-        let e = fast.next_change(T).await?.unwrap();
-        assert_eq!(e["object"]["metadata"]["name"], format!("big-{i}"));
-    }
-    // The slow one ends with an ERROR event after what it had buffered.
-    let mut saw = 0;
+    let names = reader.await??;
+    assert_eq!(
+        names,
+        (0..writes).map(|i| format!("big-{i}")).collect::<Vec<_>>()
+    );
+    // The slow one ends with an ERROR event (410) after what it had buffered.
+    let mut raw = Vec::new();
+    let mut chunk = vec![0u8; 64 * 1024];
     loop {
-        match slow.next(T).await? {
-            Some(e) if e["type"] == "ERROR" => {
-                assert_eq!(e["object"]["code"], 410, "{e}");
+        let n = tokio::time::timeout(T, slow.read(&mut chunk)).await??;
+        anyhow::ensure!(n > 0, "slow watcher closed without an ERROR event");
+        raw.extend_from_slice(&chunk[..n]);
+        if let Some(pos) = find(&raw, b"\"type\":\"ERROR\"") {
+            let tail = String::from_utf8_lossy(&raw[pos..]).to_string();
+            if tail.contains("}}") {
+                assert!(tail.contains("\"code\":410"), "{tail}");
                 break;
             }
-            Some(_) => saw += 1,
-            None => anyhow::bail!("slow watcher ended without an ERROR after {saw} events"),
         }
     }
+    let saw = count(&raw, b"\"type\":\"ADDED\"");
     assert!(
         saw < writes,
         "the slow watcher should have been cut off early, saw {saw}"
     );
     Ok(())
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+fn count(hay: &[u8], needle: &[u8]) -> usize {
+    hay.windows(needle.len()).filter(|w| *w == needle).count()
 }
 
 #[tokio::test]

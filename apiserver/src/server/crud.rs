@@ -155,7 +155,11 @@ pub async fn list(
                 ),
                 other => other,
             })?;
-        revision = page.revision;
+        // A read at a given revision reports the store's current revision in its
+        // header; the list's revision is the one it was read at.
+        if revision == 0 {
+            revision = page.revision;
+        }
         let count = page.items.len();
         let mut stopped_at: Option<String> = None;
         for (i, s) in page.items.into_iter().enumerate() {

@@ -5,6 +5,7 @@
 pub mod crud;
 pub mod discovery;
 pub mod glue;
+pub mod proto;
 pub mod reply;
 pub mod request;
 pub mod reviews;

@@ -21,7 +21,11 @@ pub async fn review(
     content_type: &str,
     body: &[u8],
 ) -> ApiResult<Reply> {
-    let mut obj = decode_object(content_type, body)?;
+    let mut obj = if content_type == "application/vnd.kubernetes.protobuf" {
+        super::proto::decode_access_review(body)?
+    } else {
+        decode_object(content_type, body)?
+    };
     match resource.kind {
         "SelfSubjectAccessReview" => {
             let attrs = if let Some(ra) = obj.pointer("/spec/resourceAttributes") {

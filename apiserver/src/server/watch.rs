@@ -22,8 +22,9 @@ use crate::resources::ResourceInfo;
 use crate::store::{decode_value, prefix_end, set_resource_version};
 use crate::watch_cache::{CacheEvent, CachedObject, WatchFilter, WatchMessage, WatchStart};
 
-/// Lines buffered between the event source and the HTTP connection.
-const LINE_BUFFER: usize = 64;
+/// Lines buffered between the event source and the HTTP connection (small: the
+/// watcher's bounded channel in the watch cache is the buffer that counts).
+const LINE_BUFFER: usize = 4;
 /// A watch without timeoutSeconds ends after this long (clients re-watch), as
 /// kube-apiserver's --min-request-timeout does.
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(1800);
