@@ -154,8 +154,10 @@ impl<S: LeaseStore> LeaderElector<S> {
                 if shutdown.is_cancelled() {
                     return;
                 }
+                // Bounded like a renewal; an abandoned attempt that did write makes the
+                // next one find itself the holder and simply renew.
                 let attempt = tokio::time::timeout(
-                    self.config.retry_period.max(Duration::from_millis(100)),
+                    self.config.renew_deadline.max(Duration::from_millis(100)),
                     self.try_acquire_or_renew(),
                 );
                 match attempt.await {
