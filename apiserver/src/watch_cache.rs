@@ -80,12 +80,15 @@ pub enum WatchMessage {
     Error(Value),
 }
 
+/// A selector over objects (label/field selectors, a name).
+pub type Predicate = Box<dyn Fn(&Value) -> bool + Send + Sync>;
+
 /// Which objects a watcher wants.
 pub struct WatchFilter {
     /// Store key prefix (the resource's, or one namespace's).
     pub key_prefix: String,
     /// Label/field selector and name match; None = everything under the prefix.
-    pub predicate: Option<Box<dyn Fn(&Value) -> bool + Send + Sync>>,
+    pub predicate: Option<Predicate>,
 }
 
 impl WatchFilter {

@@ -95,22 +95,25 @@ pub async fn list(
 
     // resourceVersion=0 without paging: any recent state will do, so the watch cache
     // answers and the store is not touched.
-    if continue_token.is_none() && rv == Some(0) && limit == 0 && rv_match != "Exact" {
-        if let Some(cache) = state.caches.get(resource) {
-            cache
-                .wait_revision(1, std::time::Duration::from_secs(10))
-                .await?;
-            let filter = crate::watch_cache::WatchFilter {
-                key_prefix: prefix,
-                predicate,
-            };
-            let (items, revision) = cache.snapshot(&filter);
-            return Ok((
-                items.iter().map(|o| o.value.clone()).collect(),
-                revision,
-                None,
-            ));
-        }
+    if continue_token.is_none()
+        && rv == Some(0)
+        && limit == 0
+        && rv_match != "Exact"
+        && let Some(cache) = state.caches.get(resource)
+    {
+        cache
+            .wait_revision(1, std::time::Duration::from_secs(10))
+            .await?;
+        let filter = crate::watch_cache::WatchFilter {
+            key_prefix: prefix,
+            predicate,
+        };
+        let (items, revision) = cache.snapshot(&filter);
+        return Ok((
+            items.iter().map(|o| o.value.clone()).collect(),
+            revision,
+            None,
+        ));
     }
 
     let (mut start, mut revision) = match continue_token {

@@ -10,8 +10,7 @@ use crate::resources::ResourceInfo;
 use crate::selectors::{FieldSelector, LabelSelector};
 use crate::validation;
 
-/// A predicate over objects built from label and field selectors.
-pub type Predicate = Box<dyn Fn(&Value) -> bool + Send + Sync>;
+pub use crate::watch_cache::Predicate;
 
 /// Validates a whole object before it is written; Ok(warnings) or a 422 with every
 /// field error.
