@@ -105,17 +105,10 @@ impl WatchFilter {
             .as_ref()
             .is_some_and(|p| self.matches(&event.key, &p.value));
         let kind = match (before, now) {
-            (_, true) if event.prev.is_none() => EventType::Added,
             (true, true) => EventType::Modified,
             (false, true) => EventType::Added,
             (true, false) => EventType::Deleted,
-            (false, false) => {
-                if event.deleted && self.matches(&event.key, &event.object.value) {
-                    EventType::Deleted
-                } else {
-                    return None;
-                }
-            }
+            (false, false) => return None,
         };
         Some(WatchMessage::Event(kind, event.object.clone()))
     }
@@ -569,5 +562,70 @@ impl Caches {
 
     pub fn all(&self) -> impl Iterator<Item = &Arc<WatchCache>> {
         self.by_plural.values()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn event(prev: Option<Value>, now: Value, deleted: bool) -> CacheEvent {
+        CacheEvent {
+            key: "/registry/pods/default/a".into(),
+            revision: 7,
+            object: CachedObject::new(now),
+            prev: prev.map(CachedObject::new),
+            deleted,
+        }
+    }
+
+    fn labeled(team: &str) -> Value {
+        json!({"metadata": {"name": "a", "labels": {"team": team}}})
+    }
+
+    #[test]
+    fn selector_transitions_become_added_and_deleted() {
+        let filter = WatchFilter {
+            key_prefix: "/registry/pods/default/".into(),
+            predicate: Some(Box::new(|o: &Value| {
+                o.pointer("/metadata/labels/team") == Some(&json!("x"))
+            })),
+        };
+        let kind = |e: &CacheEvent| match filter.translate(e) {
+            Some(WatchMessage::Event(k, _)) => Some(k),
+            _ => None,
+        };
+        assert_eq!(
+            kind(&event(None, labeled("x"), false)),
+            Some(EventType::Added)
+        );
+        assert_eq!(kind(&event(None, labeled("y"), false)), None);
+        assert_eq!(
+            kind(&event(Some(labeled("x")), labeled("x"), false)),
+            Some(EventType::Modified)
+        );
+        assert_eq!(
+            kind(&event(Some(labeled("y")), labeled("x"), false)),
+            Some(EventType::Added)
+        );
+        assert_eq!(
+            kind(&event(Some(labeled("x")), labeled("y"), false)),
+            Some(EventType::Deleted)
+        );
+        assert_eq!(
+            kind(&event(Some(labeled("x")), labeled("x"), true)),
+            Some(EventType::Deleted)
+        );
+        assert_eq!(kind(&event(Some(labeled("y")), labeled("y"), true)), None);
+        let other_ns = WatchFilter {
+            key_prefix: "/registry/pods/other/".into(),
+            predicate: None,
+        };
+        assert!(
+            other_ns
+                .translate(&event(None, labeled("x"), false))
+                .is_none()
+        );
     }
 }

@@ -326,6 +326,9 @@ async fn discovery_and_version() -> anyhow::Result<()> {
     let (code, st) = get_json(&anon, &format!("{}/api/v1/pods", c.url())).await?;
     assert_eq!(code, 401);
     assert_eq!(st["reason"], "Unauthorized");
+    // Health probes need no token.
+    let r = anon.get(format!("{}/healthz", c.url())).send().await?;
+    assert_eq!(r.status().as_u16(), 200);
     let bad = c.client_with_token(Some("not-a-token"));
     let (code, _) = get_json(&bad, &format!("{}/api/v1/pods", c.url())).await?;
     assert_eq!(code, 401);

@@ -31,6 +31,15 @@ pub fn insecure_admin() -> User {
     }
 }
 
+/// The user of an unauthenticated health probe.
+pub fn anonymous() -> User {
+    UserInfo {
+        name: "system:anonymous".into(),
+        uid: String::new(),
+        groups: vec!["system:unauthenticated".into()],
+    }
+}
+
 /// How long a denial waits for the RBAC caches to reach the store's revision.
 const FRESHEN_TIMEOUT: Duration = Duration::from_secs(2);
 
