@@ -334,3 +334,55 @@ async fn discovery_and_version() -> anyhow::Result<()> {
     assert_eq!(code, 401);
     Ok(())
 }
+
+#[tokio::test]
+async fn binding_and_log_hop() -> anyhow::Result<()> {
+    let c = Cluster::start(Backend::Kvstore).await?;
+    let http = c.client();
+    let base = format!("{}/api/v1/namespaces/default/pods", c.url());
+    let (code, _) = send_json(&http, Method::POST, &base, &pod("web")).await?;
+    assert_eq!(code, 201);
+    // Not scheduled yet: no logs.
+    let (code, st) = get_json(&http, &format!("{base}/web/log")).await?;
+    assert_eq!(code, 400, "{st}");
+    // Bind once; a second bind is a conflict.
+    let binding = json!({"apiVersion": "v1", "kind": "Binding", "metadata": {"name": "web"}, "target": {"kind": "Node", "name": "n1"}});
+    let (code, st) = send_json(
+        &http,
+        Method::POST,
+        &format!("{base}/web/binding"),
+        &binding,
+    )
+    .await?;
+    assert_eq!(code, 201, "{st}");
+    let (code, _) = send_json(
+        &http,
+        Method::POST,
+        &format!("{base}/web/binding"),
+        &binding,
+    )
+    .await?;
+    assert_eq!(code, 409);
+    let (_, p) = get_json(&http, &format!("{base}/web")).await?;
+    assert_eq!(p["spec"]["nodeName"], "n1");
+    // A node whose agent does not answer: 503 with a clear message.
+    let port = tests::ports::free_port();
+    let node = json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "n1"},
+        "status": {"addresses": [{"type": "InternalIP", "address": "127.0.0.1"}],
+                   "daemonEndpoints": {"kubeletEndpoint": {"Port": port}}}});
+    let (code, st) = send_json(
+        &http,
+        Method::POST,
+        &format!("{}/api/v1/nodes", c.url()),
+        &node,
+    )
+    .await?;
+    assert_eq!(code, 201, "{st}");
+    let (code, st) = get_json(&http, &format!("{base}/web/log")).await?;
+    assert_eq!(code, 503, "{st}");
+    assert!(
+        st["message"].as_str().unwrap().contains("did not answer"),
+        "{st}"
+    );
+    Ok(())
+}
