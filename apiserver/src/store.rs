@@ -58,10 +58,11 @@ pub struct Store {
 impl Store {
     /// Connects to the store endpoints (lazily: an unreachable store shows up as 503s).
     pub async fn connect(endpoints: &[String], tls: &StoreTls) -> anyhow::Result<Self> {
-        if tls.ca_file.is_some() || tls.cert_file.is_some() {
-            anyhow::bail!("TLS to the store (--etcd-cafile/certfile/keyfile) is not built yet");
+        let mut options = ConnectOptions::new();
+        if tls.ca_file.is_some() || tls.cert_file.is_some() || tls.key_file.is_some() {
+            options = options.with_tls(tls_options(tls)?);
         }
-        let options = ConnectOptions::new()
+        let options = options
             .with_connect_timeout(Duration::from_secs(5))
             .with_timeout(STORE_TIMEOUT)
             .with_keep_alive(Duration::from_secs(10), Duration::from_secs(5))
@@ -176,6 +177,26 @@ impl Store {
     pub async fn ping(&self) -> ApiResult<()> {
         self.current_revision().await.map(|_| ())
     }
+}
+
+/// The TLS settings of the store connection: the CA to trust, and an optional client
+/// certificate (both files PEM).
+fn tls_options(tls: &StoreTls) -> anyhow::Result<etcd_client::TlsOptions> {
+    use anyhow::Context;
+    let read =
+        |p: &std::path::Path| std::fs::read(p).with_context(|| format!("read {}", p.display()));
+    let mut options = etcd_client::TlsOptions::new();
+    if let Some(ca) = &tls.ca_file {
+        options = options.ca_certificate(etcd_client::Certificate::from_pem(read(ca)?));
+    }
+    match (&tls.cert_file, &tls.key_file) {
+        (Some(cert), Some(key)) => {
+            options = options.identity(etcd_client::Identity::from_pem(read(cert)?, read(key)?));
+        }
+        (None, None) => {}
+        _ => anyhow::bail!("--etcd-certfile and --etcd-keyfile go together"),
+    }
+    Ok(options)
 }
 
 /// The first key after every key with `prefix` (etcd's range_end for a prefix).
