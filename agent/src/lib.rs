@@ -1,0 +1,23 @@
+//! The node agent (the kubelet's role): runs the pods bound to its node as containers,
+//! probes them, restarts them with crash-loop backoff, computes their status, and serves
+//! their logs. The container engine sits behind `runtime::ContainerRuntime` (Docker or an
+//! in-memory fake); pod status leaves through a `StatusSink`. Registration, the node
+//! Lease, the pod watch and the service proxy come with the apiserver client.
+
+pub mod agent;
+pub mod backoff;
+pub mod error;
+pub mod logs;
+pub mod probe;
+pub mod quantity;
+pub mod runtime;
+pub mod sink;
+pub mod spec;
+pub mod status;
+mod worker;
+
+pub use agent::{Agent, AgentConfig};
+pub use backoff::BackoffConfig;
+pub use error::{AgentError, Result};
+pub use sink::{StatusBoard, StatusSink};
+pub use spec::PodKey;
