@@ -13,7 +13,7 @@ pub fn cpu_millis(quantity: &str) -> Result<i64> {
         return m.parse::<i64>().ok().filter(|v| *v >= 0).ok_or_else(bad);
     }
     let cores: f64 = q.parse().map_err(|_| bad())?;
-    if !cores.is_finite() || cores < 0.0 || cores > 1e6 {
+    if !cores.is_finite() || !(0.0..=1e6).contains(&cores) {
         return Err(bad());
     }
     Ok((cores * 1000.0).round() as i64)

@@ -318,16 +318,6 @@ async fn deleted_pod_is_stopped_and_removed() {
             }
         }
     });
-    let next = |rx: &mut tokio::sync::mpsc::Receiver<agent::runtime::RuntimeEvent>| {
-        let fut = rx.recv();
-        async move {
-            tokio::time::timeout(WAIT, fut)
-                .await
-                .ok()
-                .flatten()
-                .expect("an event")
-        }
-    };
     loop {
         docker(&["kill", "-s", "WINCH", &id]);
         if let Ok(Some(e)) = tokio::time::timeout(Duration::from_secs(1), event_rx.recv()).await {
@@ -343,7 +333,11 @@ async fn deleted_pod_is_stopped_and_removed() {
     assert!(node_containers(&n.name).is_empty(), "containers removed");
     let mut actions = Vec::new();
     loop {
-        let e = next(&mut event_rx).await;
+        let e = tokio::time::timeout(WAIT, event_rx.recv())
+            .await
+            .ok()
+            .flatten()
+            .expect("an event");
         actions.push((e.action.clone(), e.exit_code));
         if e.action == "destroy" {
             break;
