@@ -196,6 +196,26 @@ async fn typed_crud(backend: Backend) -> Result<()> {
             .is_none()
     );
 
+    // Scale subresource of a Deployment.
+    let deploy: api::Deployment = serde_json::from_value(json!({
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": "web", "namespace": "default"},
+        "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "web"}},
+                 "template": {"metadata": {"labels": {"app": "web"}},
+                              "spec": {"containers": [{"name": "c", "image": "nginx"}]}}}
+    }))?;
+    client.create(&deploy, &pp).await?;
+    let mut scale = client
+        .get_scale::<api::Deployment>(Some("default"), "web")
+        .await?;
+    assert_eq!(scale.spec.as_ref().and_then(|s| s.replicas), Some(1));
+    scale.spec = Some(api::ScaleSpec { replicas: Some(3) });
+    client
+        .replace_scale::<api::Deployment>(Some("default"), "web", &scale)
+        .await?;
+    let scaled: api::Deployment = client.get(Some("default"), "web").await?;
+    assert_eq!(scaled.spec.as_ref().and_then(|s| s.replicas), Some(3));
+
     // An event about the pod.
     let ev = client
         .create_event(
