@@ -352,7 +352,11 @@ mod tests {
     fn plurals_are_unique_per_group_and_core_comes_first() {
         for (i, a) in RESOURCES.iter().enumerate() {
             for b in &RESOURCES[i + 1..] {
-                assert!(!(a.group == b.group && a.plural == b.plural), "{}", a.plural);
+                assert!(
+                    !(a.group == b.group && a.plural == b.plural),
+                    "{}",
+                    a.plural
+                );
             }
         }
         assert_eq!(group_versions()[0], ("", "v1"));
