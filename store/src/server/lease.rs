@@ -52,8 +52,6 @@ impl PbLeaseService for LeaseService {
         &self,
         req: Request<PbLeaseGrantRequest>,
     ) -> Result<Response<PbLeaseGrantResponse>, Status> {
-        let caller = self.0.caller(&req)?;
-        self.0.check_authenticated(&caller)?;
         let mut req = req.into_inner();
         if req.ttl > MAX_LEASE_TTL_S {
             return Err(Error::LeaseTtlTooLarge.into());
@@ -78,10 +76,11 @@ impl PbLeaseService for LeaseService {
         &self,
         req: Request<PbLeaseRevokeRequest>,
     ) -> Result<Response<PbLeaseRevokeResponse>, Status> {
-        let caller = self.0.caller(&req)?;
-        let req = req.into_inner();
-        self.0.check_lease_keys(&caller, req.id)?;
-        match self.0.propose(Command::LeaseRevoke(req)).await? {
+        match self
+            .0
+            .propose(Command::LeaseRevoke(req.into_inner()))
+            .await?
+        {
             CommandResult::LeaseRevoke(mut resp) => {
                 self.0.fill(&mut resp.header);
                 Ok(Response::new(resp))
@@ -98,8 +97,6 @@ impl PbLeaseService for LeaseService {
         &self,
         req: Request<Streaming<PbLeaseKeepAliveRequest>>,
     ) -> Result<Response<Self::LeaseKeepAliveStream>, Status> {
-        let caller = self.0.caller(&req)?;
-        self.0.check_authenticated(&caller)?;
         let mut input = req.into_inner();
         let (tx, rx) = mpsc::channel(KEEPALIVE_BUFFER);
         let node = self.0.clone();
@@ -118,8 +115,6 @@ impl PbLeaseService for LeaseService {
         &self,
         req: Request<PbLeaseTimeToLiveRequest>,
     ) -> Result<Response<PbLeaseTimeToLiveResponse>, Status> {
-        let caller = self.0.caller(&req)?;
-        self.0.check_authenticated(&caller)?;
         let req = req.into_inner();
         let header = Some(self.0.header(self.0.store.current_revision()));
         let Some(lease) = self.0.store.lease(req.id) else {
@@ -155,10 +150,8 @@ impl PbLeaseService for LeaseService {
 
     async fn lease_leases(
         &self,
-        req: Request<PbLeaseLeasesRequest>,
+        _req: Request<PbLeaseLeasesRequest>,
     ) -> Result<Response<PbLeaseLeasesResponse>, Status> {
-        let caller = self.0.caller(&req)?;
-        self.0.check_authenticated(&caller)?;
         Ok(Response::new(PbLeaseLeasesResponse {
             header: Some(self.0.header(self.0.store.current_revision())),
             leases: self
