@@ -49,11 +49,38 @@ impl Target {
     }
 }
 
+/// TLS settings for `https://` endpoints (`--cacert`, `--cert`, `--key`), set once at
+/// startup.
+static TLS: std::sync::OnceLock<etcd_client::TlsOptions> = std::sync::OnceLock::new();
+
+/// Reads the CA and the optional client certificate used for every `https://` endpoint.
+pub fn set_tls(
+    ca: &std::path::Path,
+    cert: Option<&std::path::Path>,
+    key: Option<&std::path::Path>,
+) -> Result<()> {
+    let read = |p: &std::path::Path| {
+        std::fs::read(p).with_context(|| format!("cannot read {}", p.display()))
+    };
+    let mut tls = etcd_client::TlsOptions::new()
+        .ca_certificate(etcd_client::Certificate::from_pem(read(ca)?));
+    if let (Some(cert), Some(key)) = (cert, key) {
+        tls = tls.identity(etcd_client::Identity::from_pem(read(cert)?, read(key)?));
+    }
+    TLS.set(tls)
+        .map_err(|_| anyhow::anyhow!("TLS settings given twice"))
+}
+
 /// Connects to one endpoint (one HTTP/2 connection).
 pub async fn connect_one(endpoint: &str) -> Result<Client> {
-    let options = ConnectOptions::new()
+    let mut options = ConnectOptions::new()
         .with_connect_timeout(Duration::from_secs(5))
         .with_keep_alive(Duration::from_secs(10), Duration::from_secs(5));
+    if endpoint.starts_with("https://")
+        && let Some(tls) = TLS.get()
+    {
+        options = options.with_tls(tls.clone());
+    }
     Client::connect([endpoint], Some(options))
         .await
         .with_context(|| format!("connect to {endpoint}"))

@@ -135,16 +135,39 @@ impl Cluster {
         binary: &Path,
         members: usize,
     ) -> std::result::Result<Cluster, StartError> {
+        Self::start_inner(system, binary, members, None).await
+    }
+
+    /// Like [`Cluster::start`], with TLS on the client and peer ports and client
+    /// certificates required on both. `certs` holds `ca.pem` and `NAME.pem`/`NAME-key.pem`
+    /// for every member name (`SYSTEM-1`, ...), as `kvstore certs` writes them; clients
+    /// need [`crate::clients::set_tls`].
+    pub async fn start_tls(
+        system: System,
+        binary: &Path,
+        members: usize,
+        certs: &Path,
+    ) -> std::result::Result<Cluster, StartError> {
+        Self::start_inner(system, binary, members, Some(certs)).await
+    }
+
+    async fn start_inner(
+        system: System,
+        binary: &Path,
+        members: usize,
+        certs: Option<&Path>,
+    ) -> std::result::Result<Cluster, StartError> {
+        let scheme = if certs.is_some() { "https" } else { "http" };
         let dir = tempfile::Builder::new()
             .prefix(&format!("bench-{system}-"))
             .tempdir()
             .context("create a temporary directory")?;
         let names: Vec<String> = (1..=members).map(|i| format!("{system}-{i}")).collect();
         let client_urls: Vec<String> = (0..members)
-            .map(|_| Ok(format!("http://127.0.0.1:{}", free_port()?)))
+            .map(|_| Ok(format!("{scheme}://127.0.0.1:{}", free_port()?)))
             .collect::<Result<_>>()?;
         let peer_urls: Vec<String> = (0..members)
-            .map(|_| Ok(format!("http://127.0.0.1:{}", free_port()?)))
+            .map(|_| Ok(format!("{scheme}://127.0.0.1:{}", free_port()?)))
             .collect::<Result<_>>()?;
         let mut cluster = Cluster {
             system,
@@ -157,6 +180,26 @@ impl Cluster {
             let mut args = member_args(&names, i, &client_urls[i], &peer_urls, &data_dir, "bench");
             if system == System::Etcd {
                 args.extend(["--log-level".to_owned(), "error".to_owned()]);
+            }
+            if let Some(certs) = certs {
+                let file = |f: String| certs.join(f).display().to_string();
+                let (cert, key, ca) = (
+                    file(format!("{name}.pem")),
+                    file(format!("{name}-key.pem")),
+                    file("ca.pem".to_owned()),
+                );
+                for (flag, value) in [
+                    ("--cert-file", &cert),
+                    ("--key-file", &key),
+                    ("--trusted-ca-file", &ca),
+                    ("--peer-cert-file", &cert),
+                    ("--peer-key-file", &key),
+                    ("--peer-trusted-ca-file", &ca),
+                ] {
+                    args.push(format!("{flag}={value}"));
+                }
+                args.push("--client-cert-auth".to_owned());
+                args.push("--peer-client-cert-auth".to_owned());
             }
             if system == System::Kvstore {
                 args.insert(0, "serve".to_owned());

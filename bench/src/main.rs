@@ -13,6 +13,7 @@ mod memory;
 mod put;
 mod range;
 mod report;
+mod tls;
 mod txn;
 mod watch;
 
@@ -51,6 +52,15 @@ struct GlobalArgs {
     /// Print the report as one line of JSON.
     #[arg(long, global = true)]
     json: bool,
+    /// CA bundle to verify https:// endpoints with (as etcd's benchmark tool).
+    #[arg(long, global = true)]
+    cacert: Option<std::path::PathBuf>,
+    /// Client certificate for https:// endpoints.
+    #[arg(long, global = true)]
+    cert: Option<std::path::PathBuf>,
+    /// Client key for https:// endpoints.
+    #[arg(long, global = true)]
+    key: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -72,11 +82,16 @@ enum BenchCommand {
     Failover(failover::FailoverArgs),
     /// Resident memory per idle watcher, etcd vs kvstore.
     WatchMemory(memory::MemoryArgs),
+    /// Put throughput with and without TLS, etcd vs kvstore.
+    TlsCost(tls::TlsCostArgs),
 }
 
 #[tokio::main]
 async fn main() -> Result<()> {
     let cli = Cli::parse();
+    if let Some(ca) = &cli.global.cacert {
+        clients::set_tls(ca, cli.global.cert.as_deref(), cli.global.key.as_deref())?;
+    }
     let target = Target {
         endpoints: cli.global.endpoints.clone(),
         conns: cli.global.conns,
@@ -91,6 +106,7 @@ async fn main() -> Result<()> {
         BenchCommand::Compare(args) => return compare::run(args, cli.global.json).await,
         BenchCommand::Failover(args) => return failover::run(args).await,
         BenchCommand::WatchMemory(args) => return memory::run(args).await,
+        BenchCommand::TlsCost(args) => return tls::run(args).await,
     };
     report::print(&report, cli.global.json)
 }

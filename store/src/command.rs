@@ -11,6 +11,7 @@ use etcd_client::proto::{
 };
 use prost::Message;
 
+use crate::auth::AuthCommand;
 use crate::error::{Error, Result};
 
 /// One write, as proposed and applied.
@@ -25,6 +26,8 @@ pub enum Command {
     LeaseRevoke(PbLeaseRevokeRequest),
     /// Raise or clear an alarm (NOSPACE when a member passes its quota).
     Alarm(PbAlarmRequest),
+    /// A change to users, roles or the auth switch (password hashes already computed).
+    Auth(AuthCommand),
 }
 
 /// What applying a command answers (headers carry only the revision; the server fills in
@@ -38,6 +41,8 @@ pub enum CommandResult {
     LeaseGrant(PbLeaseGrantResponse),
     LeaseRevoke(PbLeaseRevokeResponse),
     Alarm(PbAlarmResponse),
+    /// An auth change succeeded (its responses carry only a header).
+    Auth,
 }
 
 const TAG_PUT: u8 = 1;
@@ -47,6 +52,7 @@ const TAG_COMPACT: u8 = 4;
 const TAG_LEASE_GRANT: u8 = 5;
 const TAG_LEASE_REVOKE: u8 = 6;
 const TAG_ALARM: u8 = 7;
+const TAG_AUTH: u8 = 8;
 
 /// Whether a Txn puts anything in either branch, nested Txns included: only such Txns
 /// grow the store (the quota check and the NOSPACE alarm refuse them).
@@ -73,6 +79,7 @@ impl CommandResult {
             CommandResult::LeaseGrant(r) => (TAG_LEASE_GRANT, r.encode_to_vec()),
             CommandResult::LeaseRevoke(r) => (TAG_LEASE_REVOKE, r.encode_to_vec()),
             CommandResult::Alarm(r) => (TAG_ALARM, r.encode_to_vec()),
+            CommandResult::Auth => (TAG_AUTH, Vec::new()),
         };
         let mut out = Vec::with_capacity(body.len() + 1);
         out.push(tag);
@@ -92,6 +99,7 @@ impl CommandResult {
             TAG_LEASE_GRANT => CommandResult::LeaseGrant(PbLeaseGrantResponse::decode(body)?),
             TAG_LEASE_REVOKE => CommandResult::LeaseRevoke(PbLeaseRevokeResponse::decode(body)?),
             TAG_ALARM => CommandResult::Alarm(PbAlarmResponse::decode(body)?),
+            TAG_AUTH => CommandResult::Auth,
             other => return Err(Error::Corrupt(format!("unknown result tag {other}"))),
         })
     }
@@ -122,6 +130,8 @@ impl Command {
             Command::LeaseGrant(r) => (TAG_LEASE_GRANT, r.encode_to_vec()),
             Command::LeaseRevoke(r) => (TAG_LEASE_REVOKE, r.encode_to_vec()),
             Command::Alarm(r) => (TAG_ALARM, r.encode_to_vec()),
+            // postcard of a plain enum of strings and bytes cannot fail.
+            Command::Auth(c) => (TAG_AUTH, c.encode().unwrap_or_default()),
         };
         let mut out = Vec::with_capacity(body.len() + 1);
         out.push(tag);
@@ -142,6 +152,7 @@ impl Command {
             TAG_LEASE_GRANT => Command::LeaseGrant(PbLeaseGrantRequest::decode(body)?),
             TAG_LEASE_REVOKE => Command::LeaseRevoke(PbLeaseRevokeRequest::decode(body)?),
             TAG_ALARM => Command::Alarm(PbAlarmRequest::decode(body)?),
+            TAG_AUTH => Command::Auth(AuthCommand::decode(body)?),
             other => return Err(Error::Corrupt(format!("unknown command tag {other}"))),
         })
     }
@@ -162,6 +173,10 @@ mod tests {
                 ..Default::default()
             }),
             Command::LeaseGrant(PbLeaseGrantRequest { ttl: 5, id: 42 }),
+            Command::Auth(AuthCommand::UserAdd {
+                name: "alice".into(),
+                password_hash: Some("$2b$04$hash".into()),
+            }),
             Command::Compact(PbCompactionRequest {
                 revision: 3,
                 physical: true,

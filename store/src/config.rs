@@ -80,6 +80,34 @@ pub struct ServeArgs {
     /// `peerURL`. Membership is unchanged.
     #[arg(long = "experimental-peer-dial-map", hide = true)]
     pub peer_dial_map: Option<String>,
+    /// Client TLS certificate (PEM); `https://` client URLs need it.
+    #[arg(long)]
+    pub cert_file: Option<PathBuf>,
+    /// Client TLS private key (PEM).
+    #[arg(long)]
+    pub key_file: Option<PathBuf>,
+    /// CA that signs the client certificates accepted with `--client-cert-auth`.
+    #[arg(long)]
+    pub trusted_ca_file: Option<PathBuf>,
+    /// Require clients to present a certificate signed by `--trusted-ca-file`.
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", default_value_t = false, action = clap::ArgAction::Set)]
+    pub client_cert_auth: bool,
+    /// Peer TLS certificate (PEM), also presented when dialing other members.
+    #[arg(long)]
+    pub peer_cert_file: Option<PathBuf>,
+    /// Peer TLS private key (PEM).
+    #[arg(long)]
+    pub peer_key_file: Option<PathBuf>,
+    /// CA that signs every member's peer certificate: other members' servers are
+    /// verified against it, and with `--peer-client-cert-auth` so are their clients.
+    #[arg(long)]
+    pub peer_trusted_ca_file: Option<PathBuf>,
+    /// Refuse peers whose certificate `--peer-trusted-ca-file` did not sign.
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", default_value_t = false, action = clap::ArgAction::Set)]
+    pub peer_client_cert_auth: bool,
+    /// bcrypt cost of stored password hashes (etcd's default: 10).
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(4..=31))]
+    pub bcrypt_cost: u32,
     /// Log filter (tracing's env-filter syntax), e.g. `info` or `kvstore=debug`.
     #[arg(long, default_value = "info")]
     pub log_level: String,
@@ -115,6 +143,26 @@ impl ServeArgs {
             Some(other) => {
                 anyhow::bail!("--auto-compaction-mode must be revision or periodic, not {other:?}")
             }
+        }
+        let client_https = self.listen_client_urls.starts_with("https://");
+        if client_https && (self.cert_file.is_none() || self.key_file.is_none()) {
+            anyhow::bail!("https:// client URLs need --cert-file and --key-file");
+        }
+        if self.client_cert_auth && self.trusted_ca_file.is_none() {
+            anyhow::bail!("--client-cert-auth needs --trusted-ca-file");
+        }
+        let peer_https = self
+            .listen_peer_urls
+            .as_deref()
+            .is_some_and(|u| u.starts_with("https://"))
+            || self.advertised_peer_url().starts_with("https://");
+        if peer_https && (self.peer_cert_file.is_none() || self.peer_key_file.is_none()) {
+            anyhow::bail!("https:// peer URLs need --peer-cert-file and --peer-key-file");
+        }
+        if (peer_https || self.peer_client_cert_auth) && self.peer_trusted_ca_file.is_none() {
+            anyhow::bail!(
+                "https:// peer URLs and --peer-client-cert-auth need --peer-trusted-ca-file"
+            );
         }
         if self.heartbeat_interval == 0 || self.election_timeout <= self.heartbeat_interval {
             anyhow::bail!("--election-timeout must be larger than --heartbeat-interval");
@@ -152,6 +200,31 @@ impl ServeArgs {
             )?)),
             None => Ok(None),
         }
+    }
+
+    /// TLS files of the client listener, when its URL is `https://`.
+    pub fn client_tls(&self) -> Option<crate::tls::TlsFiles> {
+        self.listen_client_urls
+            .starts_with("https://")
+            .then(|| crate::tls::TlsFiles {
+                cert: self.cert_file.clone(),
+                key: self.key_file.clone(),
+                trusted_ca: self.trusted_ca_file.clone(),
+                client_cert_auth: self.client_cert_auth,
+            })
+    }
+
+    /// TLS files of the peer listener, when its URL is `https://`.
+    pub fn peer_tls(&self) -> Option<crate::tls::TlsFiles> {
+        self.listen_peer_urls
+            .as_deref()
+            .is_some_and(|u| u.starts_with("https://"))
+            .then(|| crate::tls::TlsFiles {
+                cert: self.peer_cert_file.clone(),
+                key: self.peer_key_file.clone(),
+                trusted_ca: self.peer_trusted_ca_file.clone(),
+                client_cert_auth: self.peer_client_cert_auth,
+            })
     }
 
     /// The peer URL other members reach this one at.
@@ -238,6 +311,52 @@ mod tests {
         assert_eq!(parse_duration("10m").unwrap(), Duration::from_secs(600));
         assert!(parse_duration("ten").is_err());
         assert!(parse_duration("5y").is_err());
+    }
+
+    fn serve_args(args: &[&str]) -> ServeArgs {
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            serve: ServeArgs,
+        }
+        let argv = std::iter::once("kvstore").chain(args.iter().copied());
+        <Cli as clap::Parser>::try_parse_from(argv).unwrap().serve
+    }
+
+    #[test]
+    fn tls_flags_are_checked_before_anything_starts() {
+        let err = |args: &[&str]| serve_args(args).validate().unwrap_err().to_string();
+        assert!(err(&["--listen-client-urls", "https://127.0.0.1:1"]).contains("--cert-file"));
+        assert!(err(&["--client-cert-auth"]).contains("--trusted-ca-file"));
+        assert!(
+            err(&[
+                "--listen-peer-urls",
+                "https://127.0.0.1:2",
+                "--peer-cert-file",
+                "c",
+                "--peer-key-file",
+                "k"
+            ])
+            .contains("--peer-trusted-ca-file")
+        );
+        let ok = serve_args(&[
+            "--listen-client-urls",
+            "https://127.0.0.1:1",
+            "--cert-file",
+            "c.pem",
+            "--key-file",
+            "k.pem",
+            "--client-cert-auth=true",
+            "--trusted-ca-file",
+            "ca.pem",
+        ]);
+        ok.validate().unwrap();
+        let files = ok.client_tls().unwrap();
+        assert!(files.client_cert_auth);
+        assert!(ok.peer_tls().is_none());
+        // Plain is the default: no TLS anywhere.
+        let plain = serve_args(&[]);
+        assert!(plain.client_tls().is_none() && plain.peer_tls().is_none());
     }
 
     #[test]

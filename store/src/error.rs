@@ -43,6 +43,36 @@ pub enum Error {
     /// Leadership moved while a write was in flight: it may or may not be committed.
     #[error("etcdserver: leader changed")]
     LeaderChanged,
+    #[error("etcdserver: root user does not exist")]
+    RootUserNotExist,
+    #[error("etcdserver: root user does not have root role")]
+    RootRoleNotExist,
+    #[error("etcdserver: user name already exists")]
+    UserAlreadyExist,
+    #[error("etcdserver: user name is empty")]
+    UserEmpty,
+    #[error("etcdserver: user name not found")]
+    UserNotFound,
+    #[error("etcdserver: role name already exists")]
+    RoleAlreadyExist,
+    #[error("etcdserver: role name not found")]
+    RoleNotFound,
+    #[error("etcdserver: role name is empty")]
+    RoleEmpty,
+    #[error("etcdserver: authentication failed, invalid user ID or password")]
+    AuthFailed,
+    #[error("etcdserver: permission denied")]
+    PermissionDenied,
+    #[error("etcdserver: role is not granted to the user")]
+    RoleNotGranted,
+    #[error("etcdserver: permission is not granted to the role")]
+    PermissionNotGranted,
+    #[error("etcdserver: authentication is not enabled")]
+    AuthNotEnabled,
+    #[error("etcdserver: invalid auth token")]
+    InvalidAuthToken,
+    #[error("etcdserver: invalid auth management")]
+    InvalidAuthMgmt,
     /// RocksDB failed; the member cannot continue safely.
     #[error("etcdserver: storage error: {0}")]
     Storage(String),
@@ -61,7 +91,22 @@ impl Error {
             | Error::DuplicateKey
             | Error::KeyNotFound
             | Error::ValueProvided
-            | Error::LeaseProvided => Code::InvalidArgument,
+            | Error::LeaseProvided
+            | Error::UserEmpty
+            | Error::RoleEmpty
+            | Error::AuthFailed
+            | Error::InvalidAuthMgmt => Code::InvalidArgument,
+            Error::RootUserNotExist
+            | Error::RootRoleNotExist
+            | Error::UserAlreadyExist
+            | Error::UserNotFound
+            | Error::RoleAlreadyExist
+            | Error::RoleNotFound
+            | Error::RoleNotGranted
+            | Error::PermissionNotGranted
+            | Error::AuthNotEnabled => Code::FailedPrecondition,
+            Error::PermissionDenied => Code::PermissionDenied,
+            Error::InvalidAuthToken => Code::Unauthenticated,
             Error::Compacted | Error::FutureRevision | Error::LeaseTtlTooLarge => Code::OutOfRange,
             Error::LeaseNotFound => Code::NotFound,
             Error::LeaseExists => Code::FailedPrecondition,

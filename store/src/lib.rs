@@ -2,7 +2,9 @@
 //! (`lease`), a watch hub (`watch`), deterministic write commands (`command`), the gRPC
 //! services (`server`) and the etcdctl-style client (`cli`).
 
+pub mod auth;
 pub mod backup;
+pub mod certs;
 pub mod cli;
 pub mod command;
 pub mod config;
@@ -12,4 +14,5 @@ pub mod lease;
 pub mod mvcc;
 pub mod raft;
 pub mod server;
+pub mod tls;
 pub mod watch;

@@ -25,12 +25,24 @@ struct Cli {
 enum Command {
     /// Run a store member (flags as etcd's).
     Serve(Box<kvstore::config::ServeArgs>),
+    /// Create a local CA and member/client certificates (PEM files).
+    Certs(kvstore::certs::CertsArgs),
     #[command(flatten)]
     Client(kvstore::cli::ClientCommand),
 }
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
+    kvstore::tls::install_crypto_provider();
+    if let Command::Certs(args) = &cli.command {
+        return match kvstore::certs::run(args) {
+            Ok(()) => std::process::ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("Error: {e:#}");
+                std::process::ExitCode::FAILURE
+            }
+        };
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -45,6 +57,7 @@ fn main() -> std::process::ExitCode {
         match cli.command {
             Command::Serve(args) => kvstore::server::run(*args).await,
             Command::Client(cmd) => kvstore::cli::run(cli.global, cmd).await,
+            Command::Certs(_) => Ok(()),
         }
     });
     match result {

@@ -21,7 +21,7 @@ pub mod scrub;
 pub mod server;
 
 pub use raw::{RawClient, RpcError, RpcResult};
-pub use server::{Backend, Server};
+pub use server::{Backend, ClientTls, Server};
 
 /// Shorthand for the `Result` every test body returns.
 pub type TestResult = anyhow::Result<()>;

@@ -76,9 +76,20 @@ pub fn kvstore_bin() -> Result<PathBuf> {
     Ok(bin)
 }
 
+/// The files a client needs to reach a member that serves `https://`: the CA that
+/// signed the member's certificate, and a client certificate when the member demands one.
+#[derive(Clone, Debug)]
+pub struct ClientTls {
+    pub ca: PathBuf,
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+}
+
 /// A running member. Dropping it kills the process.
 pub struct Server {
     backend: Backend,
+    /// Set for members started with [`Server::start_tls`]: the client URL is `https://`.
+    tls: Option<ClientTls>,
     dir: Option<TempDir>,
     root: PathBuf,
     client_port: u16,
@@ -97,11 +108,27 @@ impl Server {
     /// Starts a member with extra flags (the same spelling works for both backends, e.g.
     /// `--max-txn-ops`, `--experimental-watch-progress-notify-interval`).
     pub async fn start_with(backend: Backend, extra_args: &[&str]) -> Result<Self> {
+        Self::start_inner(backend, None, extra_args).await
+    }
+
+    /// Starts a member whose client URL is `https://` (its certificate flags, e.g.
+    /// `--cert-file`, `--key-file`, `--trusted-ca-file`, `--client-cert-auth`, are in
+    /// `extra_args`); the harness's own clients connect with `tls`.
+    pub async fn start_tls(backend: Backend, tls: ClientTls, extra_args: &[&str]) -> Result<Self> {
+        Self::start_inner(backend, Some(tls), extra_args).await
+    }
+
+    async fn start_inner(
+        backend: Backend,
+        tls: Option<ClientTls>,
+        extra_args: &[&str],
+    ) -> Result<Self> {
         let dir = tempfile::Builder::new()
             .prefix(&format!("{}-", backend.name()))
             .tempdir()?;
         let mut server = Server {
             backend,
+            tls,
             root: dir.path().to_path_buf(),
             dir: Some(dir),
             client_port: 0,
@@ -136,9 +163,10 @@ impl Server {
         self.backend
     }
 
-    /// `http://127.0.0.1:PORT`, the client URL.
+    /// `http://127.0.0.1:PORT` (`https://` for a TLS member), the client URL.
     pub fn endpoint(&self) -> String {
-        format!("http://127.0.0.1:{}", self.client_port)
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://127.0.0.1:{}", self.client_port)
     }
 
     /// The member's data directory (kept across [`Server::restart`]).
@@ -163,7 +191,10 @@ impl Server {
 
     /// A fresh `etcd-client` connection.
     pub async fn client(&self) -> Result<Client> {
-        connect(&self.endpoint()).await
+        match &self.tls {
+            Some(tls) => connect_tls(&self.endpoint(), tls).await,
+            None => connect(&self.endpoint()).await,
+        }
     }
 
     /// A fresh raw protobuf client.
@@ -248,7 +279,6 @@ impl Server {
 
     async fn wait_ready(&mut self) -> Result<()> {
         let deadline = Instant::now() + READY_TIMEOUT;
-        let endpoint = self.endpoint();
         loop {
             if let Some(status) = self.child.as_mut().and_then(ManagedChild::exited) {
                 bail!(
@@ -257,7 +287,7 @@ impl Server {
                 );
             }
             let attempt = async {
-                let mut client = connect(&endpoint).await?;
+                let mut client = self.client().await?;
                 client.status().await?;
                 anyhow::Ok(())
             };
@@ -291,6 +321,23 @@ impl Drop for Server {
             crate::report::record_log(&label, &self.log());
         }
     }
+}
+
+/// Connects an `etcd-client` over TLS to one `https://` endpoint.
+pub async fn connect_tls(endpoint: &str, tls: &ClientTls) -> Result<Client> {
+    let mut config = etcd_client::TlsOptions::new()
+        .ca_certificate(etcd_client::Certificate::from_pem(std::fs::read(&tls.ca)?));
+    if let (Some(cert), Some(key)) = (&tls.cert, &tls.key) {
+        config = config.identity(etcd_client::Identity::from_pem(
+            std::fs::read(cert)?,
+            std::fs::read(key)?,
+        ));
+    }
+    let options = ConnectOptions::new()
+        .with_connect_timeout(Duration::from_secs(2))
+        .with_timeout(Duration::from_secs(20))
+        .with_tls(config);
+    Ok(Client::connect([endpoint], Some(options)).await?)
 }
 
 /// Connects an `etcd-client` to one endpoint with short timeouts.

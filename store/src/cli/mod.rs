@@ -14,6 +14,7 @@ mod txn;
 mod watch;
 
 use std::future::Future;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context, anyhow, bail};
@@ -22,9 +23,6 @@ use etcd_client::{Client, ConnectOptions};
 pub use output::OutputFormat;
 
 /// Flags shared by every client command (etcdctl's global options).
-///
-/// TLS flags (`--cacert`, `--cert`, `--key`, `--insecure-skip-tls-verify`) and
-/// authentication (`--user`, `--password`) belong here when they are added.
 #[derive(clap::Args, Debug, Clone)]
 pub struct ClientGlobal {
     /// gRPC endpoints, comma separated.
@@ -53,6 +51,62 @@ pub struct ClientGlobal {
     /// Timeout for short running commands, excluding the dial timeout.
     #[arg(long, global = true, default_value = "5s", value_parser = parse_duration)]
     pub command_timeout: Duration,
+
+    /// Verify certificates of TLS-enabled servers using this CA bundle.
+    #[arg(long, global = true)]
+    pub cacert: Option<PathBuf>,
+
+    /// Identify this client with this TLS certificate file.
+    #[arg(long, global = true)]
+    pub cert: Option<PathBuf>,
+
+    /// Identify this client with this TLS key file.
+    #[arg(long, global = true)]
+    pub key: Option<PathBuf>,
+
+    /// Skip server certificate verification (connections are still encrypted).
+    #[arg(long, global = true)]
+    pub insecure_skip_tls_verify: bool,
+
+    /// username[:password] for authentication.
+    #[arg(long, global = true)]
+    pub user: Option<String>,
+
+    /// Password for authentication (when --user has none).
+    #[arg(long, global = true)]
+    pub password: Option<String>,
+}
+
+impl ClientGlobal {
+    /// TLS is used for `https://` endpoints, and for bare `host:port` endpoints when a
+    /// TLS flag is given (as etcdctl does); `http://` endpoints stay plain.
+    fn wants_tls(&self, endpoints: &[String]) -> bool {
+        let flags = self.cacert.is_some()
+            || self.cert.is_some()
+            || self.key.is_some()
+            || self.insecure_skip_tls_verify;
+        endpoints.iter().any(|e| e.starts_with("https://"))
+            || (flags && !endpoints.iter().any(|e| e.starts_with("http://")))
+    }
+
+    fn identity(&self) -> anyhow::Result<Option<(&std::path::Path, &std::path::Path)>> {
+        match (&self.cert, &self.key) {
+            (Some(c), Some(k)) => Ok(Some((c, k))),
+            (None, None) => Ok(None),
+            _ => bail!("--cert and --key must be given together"),
+        }
+    }
+
+    fn credentials(&self) -> anyhow::Result<Option<(String, String)>> {
+        let Some(user) = &self.user else {
+            return Ok(None);
+        };
+        match (user.split_once(':'), &self.password) {
+            (Some((name, pw)), _) => Ok(Some((name.to_string(), pw.to_string()))),
+            (None, Some(pw)) => Ok(Some((user.clone(), pw.clone()))),
+            (None, None) => bail!("--user needs a password: --user name:password or --password"),
+        }
+    }
 }
 
 /// The client subcommands, flattened into the binary's top-level command list.
@@ -136,14 +190,76 @@ impl Ctx {
         if endpoints.is_empty() {
             bail!("no endpoints given");
         }
-        let options = ConnectOptions::new()
+        let mut options = ConnectOptions::new()
             .with_connect_timeout(self.global.dial_timeout)
             .with_keep_alive(Duration::from_secs(2), Duration::from_secs(6));
-        let connect = Client::connect(&endpoints, Some(options));
+        if let Some((name, password)) = self.global.credentials()? {
+            options = options.with_user(name, password);
+        }
+        let connect = async {
+            if !self.global.wants_tls(&endpoints) {
+                return Client::connect(&endpoints, Some(options)).await;
+            }
+            if self.global.insecure_skip_tls_verify {
+                let channel = self.insecure_channel(&endpoints[0])?;
+                return Client::from_channel(etcd_client::Channel::Tonic(channel), Some(options))
+                    .await;
+            }
+            let mut tls = etcd_client::TlsOptions::new();
+            if let Some(ca) = &self.global.cacert {
+                let pem = std::fs::read(ca)
+                    .map_err(|e| etcd_client::Error::IoError(io_context(e, ca)))?;
+                tls = tls.ca_certificate(etcd_client::Certificate::from_pem(pem));
+            }
+            if let Some((cert, key)) = self.global.identity().map_err(invalid_args)? {
+                let cert_pem = std::fs::read(cert)
+                    .map_err(|e| etcd_client::Error::IoError(io_context(e, cert)))?;
+                let key_pem = std::fs::read(key)
+                    .map_err(|e| etcd_client::Error::IoError(io_context(e, key)))?;
+                tls = tls.identity(etcd_client::Identity::from_pem(cert_pem, key_pem));
+            }
+            Client::connect(&endpoints, Some(options.with_tls(tls))).await
+        };
         match tokio::time::timeout(self.global.dial_timeout, connect).await {
             Ok(res) => res.map_err(grpc_error),
             Err(_) => Err(anyhow!("context deadline exceeded")),
         }
+    }
+
+    /// `--insecure-skip-tls-verify`: tonic's TLS settings cannot turn verification off,
+    /// so the channel gets our own rustls connector (to the first endpoint only).
+    fn insecure_channel(
+        &self,
+        endpoint: &str,
+    ) -> Result<tonic::transport::Channel, etcd_client::Error> {
+        let config = crate::tls::client_config(
+            self.global.cacert.as_deref(),
+            self.global.identity().map_err(invalid_args)?,
+            true,
+        )
+        .map_err(invalid_args)?;
+        let config = std::sync::Arc::new(config);
+        let hostport = endpoint
+            .trim_start_matches("https://")
+            .trim_start_matches("http://")
+            .trim_end_matches('/')
+            .to_string();
+        let connector = tower::service_fn(move |uri: tonic::codegen::http::Uri| {
+            let config = config.clone();
+            async move {
+                let host = uri.host().unwrap_or("127.0.0.1").to_string();
+                let port = uri.port_u16().unwrap_or(2379);
+                crate::tls::connect(config, &host, port)
+                    .await
+                    .map(hyper_util::rt::TokioIo::new)
+            }
+        });
+        Ok(
+            tonic::transport::Endpoint::from_shared(format!("http://{hostport}"))
+                .map_err(|e| etcd_client::Error::InvalidArgs(e.to_string()))?
+                .connect_timeout(self.global.dial_timeout)
+                .connect_with_connector_lazy(connector),
+        )
     }
 
     /// Runs one unary request under `--command-timeout`, mapping errors to etcd's wording.
@@ -153,6 +269,14 @@ impl Ctx {
     ) -> anyhow::Result<T> {
         with_timeout(self.global.command_timeout, fut).await
     }
+}
+
+fn invalid_args(e: anyhow::Error) -> etcd_client::Error {
+    etcd_client::Error::InvalidArgs(format!("{e:#}"))
+}
+
+fn io_context(e: std::io::Error, path: &std::path::Path) -> std::io::Error {
+    std::io::Error::new(e.kind(), format!("{}: {e}", path.display()))
 }
 
 /// Awaits `fut` for at most `limit`; a timeout reads like etcdctl's.

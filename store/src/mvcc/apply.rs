@@ -156,7 +156,21 @@ impl<'a> Ctx<'a> {
             Command::Compact(req) => Ok(CommandResult::Compact(self.compact(req)?)),
             Command::LeaseGrant(req) => Ok(CommandResult::LeaseGrant(self.lease_grant(req)?)),
             Command::LeaseRevoke(req) => Ok(CommandResult::LeaseRevoke(self.lease_revoke(req)?)),
+            Command::Auth(c) => {
+                self.auth(c)?;
+                Ok(CommandResult::Auth)
+            }
         }
+    }
+
+    /// Applies an auth change and writes the whole (small) auth state into the batch.
+    fn auth(&mut self, cmd: &crate::auth::AuthCommand) -> Result<()> {
+        let mut auth = self.store.auth_write();
+        auth.apply(cmd)?;
+        self.batch
+            .put_cf(self.cf(CF_META)?, crate::auth::META_AUTH, auth.encode()?);
+        self.store.set_auth_enabled(auth.enabled);
+        Ok(())
     }
 
     fn fetch(&self, rev: Revision) -> Result<PbKeyValue> {

@@ -11,6 +11,7 @@ pub mod snapshot;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use etcd_client::proto::{PbKeyValue, PbLeaseGrantRequest};
@@ -24,6 +25,7 @@ pub use index::KeyHistory;
 pub use read::{EVENT_DELETE, EVENT_PUT, in_range};
 pub use snapshot::dump_meta;
 
+use crate::auth::{AuthState, META_AUTH};
 use crate::error::{Error, Result};
 
 /// A lease as the state machine knows it: its granted TTL and the keys attached to it.
@@ -67,6 +69,12 @@ pub struct MvccStore {
     db: Arc<DB>,
     path: PathBuf,
     state: RwLock<State>,
+    /// Users, roles and the auth switch (see `crate::auth`); its own lock, so permission
+    /// checks never wait for the key index.
+    auth: RwLock<AuthState>,
+    /// `auth.enabled`, readable without a lock: with auth off (the default) the request
+    /// path pays one atomic load.
+    auth_enabled: AtomicBool,
 }
 
 impl MvccStore {
@@ -85,6 +93,8 @@ impl MvccStore {
             db,
             path: dir.to_path_buf(),
             state: RwLock::new(State::default()),
+            auth: RwLock::new(AuthState::default()),
+            auth_enabled: AtomicBool::new(false),
         };
         store.load()?;
         Ok(store)
@@ -167,8 +177,34 @@ impl MvccStore {
                 lease.keys.insert(key.clone());
             }
         }
-        *self.write_state() = state;
+        let auth = match self.db.get_cf(self.cf(CF_META)?, META_AUTH)? {
+            Some(bytes) => AuthState::decode(&bytes)?,
+            None => AuthState::default(),
+        };
+        let mut guard = self.write_state();
+        self.auth_enabled.store(auth.enabled, Ordering::Release);
+        *self.auth_write() = auth;
+        *guard = state;
         Ok(())
+    }
+
+    /// The auth store, for permission checks and the Auth service (read only: it
+    /// changes only through apply).
+    pub fn auth(&self) -> RwLockReadGuard<'_, AuthState> {
+        self.auth.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(crate) fn auth_write(&self) -> RwLockWriteGuard<'_, AuthState> {
+        self.auth.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Whether auth is enabled (one atomic load).
+    pub fn auth_enabled(&self) -> bool {
+        self.auth_enabled.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn set_auth_enabled(&self, enabled: bool) {
+        self.auth_enabled.store(enabled, Ordering::Release);
     }
 
     pub(crate) fn read_state(&self) -> RwLockReadGuard<'_, State> {

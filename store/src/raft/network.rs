@@ -20,7 +20,7 @@ use openraft::raft::{
     TransferLeaderResponse, VoteRequest, VoteResponse,
 };
 use serde::{Deserialize, Serialize};
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 
 use super::{Member, Snapshot, SnapshotMeta, TypeConfig, Vote};
 use crate::command::CommandResult;
@@ -93,6 +93,24 @@ pub enum ForwardError {
     Unknown,
 }
 
+/// The TLS settings for dialing `https://` peers: verify them against the peer CA and
+/// present this member's peer certificate.
+pub fn peer_client_tls(
+    ca: &std::path::Path,
+    cert: Option<&std::path::Path>,
+    key: Option<&std::path::Path>,
+) -> anyhow::Result<ClientTlsConfig> {
+    use tonic::transport::{Certificate, Identity};
+    let read = |p: &std::path::Path| {
+        std::fs::read(p).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", p.display()))
+    };
+    let mut tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(read(ca)?));
+    if let (Some(cert), Some(key)) = (cert, key) {
+        tls = tls.identity(Identity::from_pem(read(cert)?, read(key)?));
+    }
+    Ok(tls)
+}
+
 /// Cached gRPC channels to peers, by peer URL.
 #[derive(Clone, Default)]
 pub struct Peers {
@@ -102,10 +120,17 @@ pub struct Peers {
     dial_map: Arc<HashMap<String, String>>,
     /// The shortest time limit of a Raft RPC (the election timeout; see `PeerConnection::rpc`).
     min_rpc_timeout: Duration,
+    /// For `https://` peers: the peer CA to verify them against and this member's peer
+    /// certificate to present.
+    tls: Option<ClientTlsConfig>,
 }
 
 impl Peers {
-    pub fn new(spec: Option<&str>, election_timeout: Duration) -> anyhow::Result<Peers> {
+    pub fn new(
+        spec: Option<&str>,
+        election_timeout: Duration,
+        tls: Option<ClientTlsConfig>,
+    ) -> anyhow::Result<Peers> {
         let mut map = HashMap::new();
         for item in spec
             .unwrap_or_default()
@@ -122,6 +147,7 @@ impl Peers {
         Ok(Peers {
             dial_map: Arc::new(map),
             min_rpc_timeout: election_timeout,
+            tls,
             ..Default::default()
         })
     }
@@ -132,8 +158,19 @@ impl Peers {
             return Ok(c.clone());
         }
         let dial = self.dial_map.get(url).map(String::as_str).unwrap_or(url);
-        let endpoint = Endpoint::from_shared(dial.to_string())
-            .map_err(|e| Error::Storage(format!("bad peer URL {url}: {e}")))?
+        let mut endpoint = Endpoint::from_shared(dial.to_string())
+            .map_err(|e| Error::Storage(format!("bad peer URL {url}: {e}")))?;
+        if dial.starts_with("https://") {
+            let tls = self.tls.clone().ok_or_else(|| {
+                Error::Storage(format!(
+                    "peer {url} is https:// but no peer TLS is configured"
+                ))
+            })?;
+            endpoint = endpoint
+                .tls_config(tls)
+                .map_err(|e| Error::Storage(format!("peer TLS for {url}: {e}")))?;
+        }
+        let endpoint = endpoint
             .connect_timeout(CONNECT_TIMEOUT)
             .tcp_nodelay(true)
             .http2_keep_alive_interval(Duration::from_secs(5))

@@ -275,6 +275,7 @@ impl PbClusterService for ClusterService {
         &self,
         req: Request<PbMemberAddRequest>,
     ) -> Result<Response<PbMemberAddResponse>, Status> {
+        self.0.check_admin(&self.0.caller(&req)?)?;
         let req = req.into_inner();
         let peer_url = match req.peer_ur_ls.as_slice() {
             [one] => one.clone(),
@@ -309,6 +310,7 @@ impl PbClusterService for ClusterService {
         &self,
         req: Request<PbMemberRemoveRequest>,
     ) -> Result<Response<PbMemberRemoveResponse>, Status> {
+        self.0.check_admin(&self.0.caller(&req)?)?;
         let id = req.into_inner().id;
         let (_, members) = self.0.change_members(MembershipOp::Remove { id }).await?;
         Ok(Response::new(PbMemberRemoveResponse {
@@ -321,6 +323,7 @@ impl PbClusterService for ClusterService {
         &self,
         req: Request<PbMemberUpdateRequest>,
     ) -> Result<Response<PbMemberUpdateResponse>, Status> {
+        self.0.check_admin(&self.0.caller(&req)?)?;
         let req = req.into_inner();
         let peer_url = req.peer_ur_ls.first().cloned().ok_or_else(|| {
             Status::invalid_argument("etcdserver: member peer URLs are not provided")
@@ -352,6 +355,7 @@ impl PbClusterService for ClusterService {
         &self,
         req: Request<PbMemberPromoteRequest>,
     ) -> Result<Response<PbMemberPromoteResponse>, Status> {
+        self.0.check_admin(&self.0.caller(&req)?)?;
         let id = req.into_inner().id;
         let (_, members) = self.0.change_members(MembershipOp::Promote { id }).await?;
         Ok(Response::new(PbMemberPromoteResponse {

@@ -1,5 +1,6 @@
 //! The KV service: Range is served from the local store, after a read barrier unless it
-//! is serializable; Put, DeleteRange, Txn and Compact are validated and proposed.
+//! is serializable; Put, DeleteRange, Txn and Compact are validated and proposed. With
+//! auth on, each request first passes the caller's permission check (`authz.rs`).
 
 use std::sync::Arc;
 
@@ -36,8 +37,10 @@ impl PbKvService for KvService {
         &self,
         req: Request<PbRangeRequest>,
     ) -> Result<Response<PbRangeResponse>, Status> {
+        let caller = self.0.caller(&req)?;
         let req = req.into_inner();
         validate::check_range(&req)?;
+        self.0.check_range(&caller, &req)?;
         if !req.serializable {
             self.0.read_barrier().await?;
         }
@@ -58,8 +61,10 @@ impl PbKvService for KvService {
     }
 
     async fn put(&self, req: Request<PbPutRequest>) -> Result<Response<PbPutResponse>, Status> {
+        let caller = self.0.caller(&req)?;
         let req = req.into_inner();
         validate::check_put(&req)?;
+        self.0.check_put(&caller, &req)?;
         self.check_size(req.encoded_len())?;
         self.0.check_quota().await?;
         match self.0.propose(Command::Put(req)).await? {
@@ -75,8 +80,10 @@ impl PbKvService for KvService {
         &self,
         req: Request<PbDeleteRequest>,
     ) -> Result<Response<PbDeleteResponse>, Status> {
+        let caller = self.0.caller(&req)?;
         let req = req.into_inner();
         validate::check_delete(&req)?;
+        self.0.check_delete(&caller, &req)?;
         self.check_size(req.encoded_len())?;
         match self.0.propose(Command::DeleteRange(req)).await? {
             CommandResult::DeleteRange(mut resp) => {
@@ -88,8 +95,10 @@ impl PbKvService for KvService {
     }
 
     async fn txn(&self, req: Request<PbTxnRequest>) -> Result<Response<PbTxnResponse>, Status> {
+        let caller = self.0.caller(&req)?;
         let req = req.into_inner();
         validate::check_txn(&req, self.0.config.max_txn_ops)?;
+        self.0.check_txn(&caller, &req)?;
         self.check_size(req.encoded_len())?;
         if crate::command::txn_puts(&req) {
             self.0.check_quota().await?;
@@ -107,6 +116,8 @@ impl PbKvService for KvService {
         &self,
         req: Request<PbCompactionRequest>,
     ) -> Result<Response<PbCompactionResponse>, Status> {
+        let caller = self.0.caller(&req)?;
+        self.0.check_authenticated(&caller)?;
         let req = req.into_inner();
         match self.0.propose(Command::Compact(req)).await? {
             CommandResult::Compact(mut resp) => {

@@ -52,6 +52,8 @@ impl PbLeaseService for LeaseService {
         &self,
         req: Request<PbLeaseGrantRequest>,
     ) -> Result<Response<PbLeaseGrantResponse>, Status> {
+        let caller = self.0.caller(&req)?;
+        self.0.check_authenticated(&caller)?;
         let mut req = req.into_inner();
         if req.ttl > MAX_LEASE_TTL_S {
             return Err(Error::LeaseTtlTooLarge.into());
@@ -76,11 +78,10 @@ impl PbLeaseService for LeaseService {
         &self,
         req: Request<PbLeaseRevokeRequest>,
     ) -> Result<Response<PbLeaseRevokeResponse>, Status> {
-        match self
-            .0
-            .propose(Command::LeaseRevoke(req.into_inner()))
-            .await?
-        {
+        let caller = self.0.caller(&req)?;
+        let req = req.into_inner();
+        self.0.check_lease_keys(&caller, req.id)?;
+        match self.0.propose(Command::LeaseRevoke(req)).await? {
             CommandResult::LeaseRevoke(mut resp) => {
                 self.0.fill(&mut resp.header);
                 Ok(Response::new(resp))
@@ -97,6 +98,8 @@ impl PbLeaseService for LeaseService {
         &self,
         req: Request<Streaming<PbLeaseKeepAliveRequest>>,
     ) -> Result<Response<Self::LeaseKeepAliveStream>, Status> {
+        let caller = self.0.caller(&req)?;
+        self.0.check_authenticated(&caller)?;
         let mut input = req.into_inner();
         let (tx, rx) = mpsc::channel(KEEPALIVE_BUFFER);
         let node = self.0.clone();
@@ -115,6 +118,8 @@ impl PbLeaseService for LeaseService {
         &self,
         req: Request<PbLeaseTimeToLiveRequest>,
     ) -> Result<Response<PbLeaseTimeToLiveResponse>, Status> {
+        let caller = self.0.caller(&req)?;
+        self.0.check_authenticated(&caller)?;
         let req = req.into_inner();
         let header = Some(self.0.header(self.0.store.current_revision()));
         let Some(lease) = self.0.store.lease(req.id) else {
@@ -150,8 +155,10 @@ impl PbLeaseService for LeaseService {
 
     async fn lease_leases(
         &self,
-        _req: Request<PbLeaseLeasesRequest>,
+        req: Request<PbLeaseLeasesRequest>,
     ) -> Result<Response<PbLeaseLeasesResponse>, Status> {
+        let caller = self.0.caller(&req)?;
+        self.0.check_authenticated(&caller)?;
         Ok(Response::new(PbLeaseLeasesResponse {
             header: Some(self.0.header(self.0.store.current_revision())),
             leases: self

@@ -100,8 +100,9 @@ impl PbMaintenanceService for MaintenanceService {
 
     async fn defragment(
         &self,
-        _req: Request<PbDefragmentRequest>,
+        req: Request<PbDefragmentRequest>,
     ) -> Result<Response<PbDefragmentResponse>, Status> {
+        self.0.check_admin(&self.0.caller(&req)?)?;
         let store = self.0.store.clone();
         tokio::task::spawn_blocking(move || store.defrag())
             .await
@@ -111,7 +112,8 @@ impl PbMaintenanceService for MaintenanceService {
         }))
     }
 
-    async fn hash(&self, _req: Request<PbHashRequest>) -> Result<Response<PbHashResponse>, Status> {
+    async fn hash(&self, req: Request<PbHashRequest>) -> Result<Response<PbHashResponse>, Status> {
+        self.0.check_admin(&self.0.caller(&req)?)?;
         Err(not_yet("Hash"))
     }
 
@@ -119,6 +121,7 @@ impl PbMaintenanceService for MaintenanceService {
         &self,
         req: Request<PbHashKvRequest>,
     ) -> Result<Response<PbHashKvResponse>, Status> {
+        self.0.check_admin(&self.0.caller(&req)?)?;
         let node = &self.0;
         let (hash, compact_revision, hash_revision) =
             node.store.hash_kv(req.into_inner().revision)?;
@@ -138,8 +141,9 @@ impl PbMaintenanceService for MaintenanceService {
     /// both consume it.
     async fn snapshot(
         &self,
-        _req: Request<PbSnapshotRequest>,
+        req: Request<PbSnapshotRequest>,
     ) -> Result<Response<Self::SnapshotStream>, Status> {
+        self.0.check_admin(&self.0.caller(&req)?)?;
         use sha2::Digest;
         let (tx, rx) = tokio::sync::mpsc::channel(4);
         let node = self.0.clone();
@@ -180,6 +184,7 @@ impl PbMaintenanceService for MaintenanceService {
         &self,
         req: Request<PbMoveLeaderRequest>,
     ) -> Result<Response<PbMoveLeaderResponse>, Status> {
+        self.0.check_admin(&self.0.caller(&req)?)?;
         let node = &self.0;
         let target = req.into_inner().target_id;
         if !node.is_leader() {

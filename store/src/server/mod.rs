@@ -11,7 +11,9 @@
 //! quorum; the serving member waits until it has applied up to that index), local when
 //! `serializable`.
 
+mod auth;
 mod authority;
+mod authz;
 mod cluster;
 mod housekeeping;
 pub use cluster::{MembershipOp, MembershipResult};
@@ -340,6 +342,16 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         .init();
 
     args.validate()?;
+    crate::tls::install_crypto_provider();
+    // Certificates are read before anything listens: a bad file fails the start.
+    let client_tls = match args.client_tls() {
+        Some(files) => Some(crate::tls::server_config(&files, "client listener")?),
+        None => None,
+    };
+    let peer_tls = match args.peer_tls() {
+        Some(files) => Some(crate::tls::server_config(&files, "peer listener")?),
+        None => None,
+    };
     let client_addr = args.client_addr()?;
     let client_listener = tokio::net::TcpListener::bind(client_addr)
         .await
@@ -368,24 +380,28 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             .max_decoding_message_size(MAX_PEER_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_PEER_MESSAGE_BYTES);
         let mut stop = shutdown_rx.clone();
-        servers.push(tokio::spawn(
-            tonic::transport::Server::builder()
-                .add_service(peer)
-                .serve_with_incoming_shutdown(
-                    // Raft messages are small and latency-bound: no Nagle delay on replies.
-                    tokio_stream::StreamExt::map(
-                        tokio_stream::wrappers::TcpListenerStream::new(listener),
-                        |s| {
-                            s.inspect(|s| {
-                                let _ = s.set_nodelay(true);
-                            })
-                        },
-                    ),
-                    async move {
-                        let _ = stop.changed().await;
+        let stopped = async move {
+            let _ = stop.changed().await;
+        };
+        let server = tonic::transport::Server::builder().add_service(peer);
+        servers.push(match peer_tls {
+            Some(config) => tokio::spawn(server.serve_with_incoming_shutdown(
+                crate::tls::incoming(listener, config, "peer"),
+                stopped,
+            )),
+            None => tokio::spawn(server.serve_with_incoming_shutdown(
+                // Raft messages are small and latency-bound: no Nagle delay on replies.
+                tokio_stream::StreamExt::map(
+                    tokio_stream::wrappers::TcpListenerStream::new(listener),
+                    |s| {
+                        s.inspect(|s| {
+                            let _ = s.set_nodelay(true);
+                        })
                     },
                 ),
-        ));
+                stopped,
+            )),
+        });
     }
     let max_msg = node.config.max_request_bytes + 512 * 1024;
     let router = tonic::transport::Server::builder()
@@ -400,14 +416,27 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         .add_service(PbMaintenanceServer::new(maintenance::MaintenanceService(
             node.clone(),
         )))
-        .add_service(PbClusterServer::new(cluster::ClusterService(node.clone())));
+        .add_service(PbClusterServer::new(cluster::ClusterService(node.clone())))
+        .add_service(auth::pb::auth_server::AuthServer::new(auth::AuthService(
+            node.clone(),
+        )));
     let mut stop = shutdown_rx.clone();
-    servers.push(tokio::spawn(router.serve_with_incoming_shutdown(
-        authority::incoming(client_listener),
-        async move {
-            let _ = stop.changed().await;
-        },
-    )));
+    let stopped = async move {
+        let _ = stop.changed().await;
+    };
+    servers.push(match client_tls {
+        // The `:authority` shim works on HTTP/2 bytes: it wraps the decrypted stream.
+        Some(config) => tokio::spawn(router.serve_with_incoming_shutdown(
+            tokio_stream::StreamExt::map(
+                crate::tls::incoming(client_listener, config, "client"),
+                |conn| conn.map(authority::AuthorityFix::new),
+            ),
+            stopped,
+        )),
+        None => tokio::spawn(
+            router.serve_with_incoming_shutdown(authority::incoming(client_listener), stopped),
+        ),
+    });
     wait_for_signal().await;
     tracing::info!("shutting down");
     let _ = shutdown_tx.send(true);
@@ -505,9 +534,18 @@ pub async fn start(
         ..Default::default()
     }
     .validate()?;
+    let peer_client_tls = match &config.peer_trusted_ca_file {
+        Some(ca) => Some(crate::raft::network::peer_client_tls(
+            ca,
+            config.peer_cert_file.as_deref(),
+            config.peer_key_file.as_deref(),
+        )?),
+        None => None,
+    };
     let peers = Peers::new(
         config.peer_dial_map.as_deref(),
         Duration::from_millis(config.election_timeout),
+        peer_client_tls,
     )?;
     let raft = Raft::new(
         member_id,

@@ -12,6 +12,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::Node;
+use crate::auth::Caller;
 use crate::watch::{Registered, WatchItem, WatchSpec, WatcherKey};
 
 /// Responses buffered per stream; when full, the stream's watchers fall back to history.
@@ -32,14 +33,17 @@ impl PbWatchService for WatchService {
         &self,
         req: Request<Streaming<PbWatchRequest>>,
     ) -> Result<Response<Self::WatchStream>, Status> {
+        // The stream's identity is fixed when it opens (etcd reads the token once).
+        let caller = self.0.caller(&req)?;
         let (tx, rx) = mpsc::channel(STREAM_BUFFER);
-        tokio::spawn(serve_stream(self.0.clone(), req.into_inner(), tx));
+        tokio::spawn(serve_stream(self.0.clone(), caller, req.into_inner(), tx));
         Ok(Response::new(ReceiverStream::new(rx)))
     }
 }
 
 async fn serve_stream(
     node: Arc<Node>,
+    caller: Caller,
     mut input: Streaming<PbWatchRequest>,
     tx: mpsc::Sender<WatchItem>,
 ) {
@@ -59,7 +63,23 @@ async fn serve_stream(
                     next_id
                 };
                 let current = node.hub.published_revision();
-                if watches.contains_key(&id) || watches.len() >= MAX_WATCHES_PER_STREAM {
+                if node.check_watch(&caller, &c.key, &c.range_end).is_err() {
+                    // etcd answers a watch outside the caller's permissions with a
+                    // created-and-canceled response, not a stream error.
+                    let resp = PbWatchResponse {
+                        header: Some(node.header(current)),
+                        watch_id: -1,
+                        created: true,
+                        canceled: true,
+                        // etcd puts the whole gRPC status text here.
+                        cancel_reason: format!(
+                            "rpc error: code = PermissionDenied desc = {}",
+                            crate::error::Error::PermissionDenied
+                        ),
+                        ..Default::default()
+                    };
+                    tx.send(Ok(resp)).await.is_ok()
+                } else if watches.contains_key(&id) || watches.len() >= MAX_WATCHES_PER_STREAM {
                     let reason = if watches.contains_key(&id) {
                         "mvcc: duplicate watch ID provided on the WatchStream"
                     } else {
