@@ -62,6 +62,9 @@ enum Command {
 
 struct WorkerHandle {
     tx: mpsc::Sender<WorkerMsg>,
+    /// The resourceVersion of the pod last sent to the worker: an unchanged pod is not
+    /// sent again (every complete set would otherwise wake every worker).
+    sent_rv: Option<String>,
     wake: Arc<Notify>,
     task: JoinHandle<()>,
 }
@@ -219,9 +222,19 @@ impl State {
 
     fn upsert(&mut self, key: PodKey, pod: Pod) {
         self.workers.retain(|_, w| !w.task.is_finished());
-        if let Some(worker) = self.workers.get(&key.uid) {
+        if let Some(worker) = self.workers.get_mut(&key.uid) {
+            let rv = pod.metadata.resource_version.clone();
+            if rv.is_some() && rv == worker.sent_rv {
+                return;
+            }
             // A full queue means the worker is behind; the next set_pods brings it up to date.
-            let _ = worker.tx.try_send(WorkerMsg::Update(Box::new(pod)));
+            if worker
+                .tx
+                .try_send(WorkerMsg::Update(Box::new(pod)))
+                .is_ok()
+            {
+                worker.sent_rv = rv;
+            }
             return;
         }
         if self.workers.len() >= self.ctx.config.max_pods {
@@ -229,11 +242,12 @@ impl State {
             return;
         }
         let (tx, rx) = mpsc::channel(WORKER_QUEUE);
+        let sent_rv = pod.metadata.resource_version.clone();
         let wake = Arc::new(Notify::new());
         let worker = PodWorker::new(key.clone(), pod, self.ctx.clone(), wake.clone());
         let task = tokio::spawn(worker.run(rx));
         self.workers
-            .insert(key.uid, WorkerHandle { tx, wake, task });
+            .insert(key.uid, WorkerHandle { tx, sent_rv, wake, task });
     }
 
     fn on_event(&self, event: &RuntimeEvent) {
