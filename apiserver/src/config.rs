@@ -59,6 +59,30 @@ pub struct Config {
     /// Seconds between BOOKMARK events to watchers that asked for them.
     #[arg(long, default_value_t = 15)]
     pub bookmark_interval_s: u64,
+    /// Run the scheduler and the controllers in this process (under leader election
+    /// unless `--leader-elect=false`); they talk to this apiserver over HTTPS with the
+    /// tokens of system:kube-scheduler and system:kube-controller-manager.
+    #[arg(long, default_value_t = false)]
+    pub controllers: bool,
+    /// With `--controllers`: take the kube-scheduler / kube-controller-manager Leases in
+    /// kube-system before running (several apiservers: one runs each at a time).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub leader_elect: bool,
+    /// Scheduler scoring: LeastAllocated (spread) or MostAllocated (bin packing).
+    #[arg(long, default_value = "LeastAllocated")]
+    pub scheduler_strategy: String,
+    /// Seconds a node may go without a heartbeat before it is marked Unknown.
+    #[arg(long, default_value_t = 40)]
+    pub node_monitor_grace_period_s: u64,
+    /// Leader election: how long a Lease holds without renewal.
+    #[arg(long, default_value_t = 15)]
+    pub leader_elect_lease_duration_s: u64,
+    /// Leader election: a leader that has not renewed within this steps down.
+    #[arg(long, default_value_t = 10)]
+    pub leader_elect_renew_deadline_s: u64,
+    /// Leader election: pause between attempts to acquire or renew.
+    #[arg(long, default_value_t = 2)]
+    pub leader_elect_retry_period_s: u64,
 }
 
 impl Config {

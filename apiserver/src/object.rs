@@ -148,7 +148,56 @@ pub fn prepare_create(resource: &ResourceInfo, object: &mut Value) -> ApiResult<
     m.remove("deletionGracePeriodSeconds");
     m.remove("managedFields");
     m.remove("selfLink");
+    if resource.plural == "namespaces" {
+        // As Kubernetes: every namespace carries the `kubernetes` finalizer (emptied by
+        // the namespace controller through `/finalize` once its contents are gone) and
+        // starts Active.
+        let obj = object
+            .as_object_mut()
+            .ok_or_else(|| ApiError::bad_request("the body is not a JSON object"))?;
+        let spec = obj.entry("spec").or_insert_with(|| json!({}));
+        if let Some(spec) = spec.as_object_mut() {
+            let has = spec
+                .get("finalizers")
+                .and_then(Value::as_array)
+                .is_some_and(|a| a.iter().any(|f| f == "kubernetes"));
+            if !has {
+                let mut fins = spec
+                    .get("finalizers")
+                    .and_then(Value::as_array)
+                    .cloned()
+                    .unwrap_or_default();
+                fins.push(json!(NAMESPACE_FINALIZER));
+                spec.insert("finalizers".into(), Value::Array(fins));
+            }
+        }
+        obj.insert("status".into(), json!({"phase": "Active"}));
+    }
     Ok(())
+}
+
+/// The finalizer in a namespace's `spec.finalizers` that the namespace controller owns.
+pub const NAMESPACE_FINALIZER: &str = "kubernetes";
+
+/// A namespace's `spec.finalizers`.
+pub fn spec_finalizers(object: &Value) -> Vec<String> {
+    object
+        .pointer("/spec/finalizers")
+        .and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(|v| v.as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Whether an object marked for deletion may now be removed from the store: no
+/// finalizer left (for a namespace, none in `spec.finalizers` either).
+pub fn deletion_complete(resource: &ResourceInfo, object: &Value) -> bool {
+    str_field(object, "deletionTimestamp").is_some()
+        && finalizers(object).is_empty()
+        && (resource.plural != "namespaces" || spec_finalizers(object).is_empty())
 }
 
 /// Builds the object to store from an update of the main resource (`sub` = None) or of
@@ -161,6 +210,22 @@ pub fn prepare_update(
     mut new: Value,
     sub: Option<&str>,
 ) -> ApiResult<Value> {
+    if sub == Some("finalize") {
+        // Only a namespace's spec.finalizers change through `/finalize`.
+        let mut out = old.clone();
+        let fins = new
+            .pointer("/spec/finalizers")
+            .cloned()
+            .unwrap_or_else(|| json!([]));
+        let obj = out
+            .as_object_mut()
+            .ok_or_else(|| ApiError::internal("stored object is not an object"))?;
+        let spec = obj.entry("spec").or_insert_with(|| json!({}));
+        if let Some(spec) = spec.as_object_mut() {
+            spec.insert("finalizers".into(), fins);
+        }
+        return Ok(out);
+    }
     if sub == Some("status") {
         let mut out = old.clone();
         let status = new.get("status").cloned();
@@ -192,6 +257,15 @@ pub fn prepare_update(
         }
         m.remove("managedFields");
         m.remove("selfLink");
+    }
+    if resource.plural == "namespaces" {
+        // spec.finalizers changes only through `/finalize`.
+        if let Some(obj) = new.as_object_mut() {
+            match old.get("spec") {
+                Some(s) => obj.insert("spec".into(), s.clone()),
+                None => obj.remove("spec"),
+            };
+        }
     }
     if resource.has_subresource("status") {
         let obj = new

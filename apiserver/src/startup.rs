@@ -27,6 +27,12 @@ const STORE_WAIT: Duration = Duration::from_secs(60);
 /// Runs the apiserver until the process is killed.
 pub async fn run(config: Config) -> anyhow::Result<()> {
     let _ = tokio_rustls::rustls::crypto::ring::default_provider().install_default();
+    // Bad controller flags fail at once, before anything is created.
+    let controller_settings = if config.controllers {
+        Some(controller_settings(&config)?)
+    } else {
+        None
+    };
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("create data dir {}", config.data_dir.display()))?;
     let admin_token = ensure_token_file(&config)?;
@@ -103,11 +109,116 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         )));
         println!("apiserver: insecure port on http://{addr}");
     }
+    if let Some(settings) = controller_settings {
+        let client_host = if host.is_unspecified() {
+            "127.0.0.1".to_string()
+        } else {
+            host.to_string()
+        };
+        let url = match host {
+            std::net::IpAddr::V6(_) if !host.is_unspecified() => {
+                format!("https://[{client_host}]:{secure_port}")
+            }
+            _ => format!("https://{client_host}:{secure_port}"),
+        };
+        let identity = format!("{server_address}_{}", uuid::Uuid::new_v4().simple());
+        let (scheduler, manager) = controller_clients(&config, &url)?;
+        let run_config = controllers::RunConfig {
+            identity: identity.clone(),
+            ..settings
+        };
+        tracing::info!(%identity, "starting the scheduler and controllers");
+        println!("apiserver: controllers on, identity {identity}");
+        tasks.push(tokio::spawn(async move {
+            controllers::run::run_with_clients(
+                scheduler,
+                manager,
+                run_config,
+                api::CancellationToken::new(),
+            )
+            .await;
+        }));
+    }
     let _ = std::io::stdout().flush();
     for t in tasks {
         t.await?;
     }
     Ok(())
+}
+
+/// The controllers' settings from the flags (identity filled in once serving).
+fn controller_settings(config: &Config) -> anyhow::Result<controllers::RunConfig> {
+    let strategy: controllers::scheduler::Strategy = config
+        .scheduler_strategy
+        .parse()
+        .map_err(|e: String| anyhow::anyhow!("--scheduler-strategy: {e}"))?;
+    let secs = |flag: &str, v: u64| -> anyhow::Result<Duration> {
+        anyhow::ensure!(v > 0, "--{flag} must be at least 1");
+        Ok(Duration::from_secs(v))
+    };
+    let lease = secs("leader-elect-lease-duration-s", config.leader_elect_lease_duration_s)?;
+    let renew = secs("leader-elect-renew-deadline-s", config.leader_elect_renew_deadline_s)?;
+    let retry = secs("leader-elect-retry-period-s", config.leader_elect_retry_period_s)?;
+    anyhow::ensure!(
+        renew < lease,
+        "--leader-elect-renew-deadline-s ({}) must be less than --leader-elect-lease-duration-s ({})",
+        renew.as_secs(),
+        lease.as_secs()
+    );
+    anyhow::ensure!(
+        retry < renew,
+        "--leader-elect-retry-period-s ({}) must be less than --leader-elect-renew-deadline-s ({})",
+        retry.as_secs(),
+        renew.as_secs()
+    );
+    let mut run = controllers::RunConfig::new("");
+    run.lease_duration = lease;
+    run.renew_deadline = renew;
+    run.retry_period = retry;
+    run.leader_elect = config.leader_elect;
+    run.scheduler.strategy = strategy;
+    run.node_lifecycle.grace_period = secs(
+        "node-monitor-grace-period-s",
+        config.node_monitor_grace_period_s,
+    )?;
+    Ok(run)
+}
+
+/// The token of `user` in the token file.
+fn token_of(token_file: &Path, user: &str) -> anyhow::Result<String> {
+    let text = std::fs::read_to_string(token_file)
+        .with_context(|| format!("read {}", token_file.display()))?;
+    text.lines()
+        .find(|l| l.split(',').nth(1).map(str::trim) == Some(user))
+        .and_then(|l| l.split(',').next())
+        .map(|t| t.trim().to_string())
+        .filter(|t| !t.is_empty())
+        .with_context(|| {
+            format!(
+                "--controllers needs a token for {user} in {}",
+                token_file.display()
+            )
+        })
+}
+
+/// Clients of this apiserver for the scheduler and the controller manager: its own
+/// HTTPS URL, trusting only `<data-dir>/pki/ca.crt`, each with its component's token.
+fn controller_clients(config: &Config, url: &str) -> anyhow::Result<(api::Client, api::Client)> {
+    let ca_path = config.data_dir.join("pki").join(crate::tls::CA_CERT_FILE);
+    let ca = std::fs::read(&ca_path).with_context(|| format!("read {}", ca_path.display()))?;
+    let token_file = config.token_file();
+    let client = |user: &str| -> anyhow::Result<api::Client> {
+        let mut cfg = api::Config::new([url])
+            .map_err(|e| anyhow::anyhow!("controller client: {e}"))?
+            .with_ca_pem(ca.clone())
+            .with_token(token_of(&token_file, user)?);
+        cfg.user_agent = format!("apiserver/{user}");
+        api::Client::new(cfg).map_err(|e| anyhow::anyhow!("controller client: {e}"))
+    };
+    Ok((
+        client("system:kube-scheduler")?,
+        client("system:kube-controller-manager")?,
+    ))
 }
 
 /// TLS for the secure port, and the admin kubeconfig pointing at it.

@@ -116,23 +116,7 @@ fn generate(hosts: &[String]) -> Result<Pki, TlsError> {
     validity(&mut ca);
     let ca_cert = ca.self_signed(&ca_key)?;
 
-    let mut names = vec!["127.0.0.1".to_string(), "localhost".to_string()];
-    for h in hosts {
-        if !names.contains(h) {
-            names.push(h.clone());
-        }
-    }
-    // `new` turns names that parse as IP addresses into IP SANs.
-    let mut serving = CertificateParams::new(names)?;
-    serving
-        .distinguished_name
-        .push(DnType::CommonName, "kvstore-apiserver");
-    serving.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-    serving.key_usages = vec![
-        KeyUsagePurpose::DigitalSignature,
-        KeyUsagePurpose::KeyEncipherment,
-    ];
-    validity(&mut serving);
+    let serving = serving_params(hosts)?;
     let serving_key = KeyPair::generate()?;
     let issuer = Issuer::from_params(&ca, &ca_key);
     let serving_cert = serving.signed_by(&serving_key, &issuer)?;
@@ -155,6 +139,11 @@ pub fn ensure_pki(dir: &Path, hosts: &[String]) -> Result<Pki, TlsError> {
     ];
     let (present, missing): (Vec<&'static str>, Vec<&'static str>) =
         files.iter().partition(|f| dir.join(f).exists());
+    // A CA copied from another apiserver of the same cluster (HA): this one issues
+    // its own serving certificate from it.
+    if present == [CA_CERT_FILE, CA_KEY_FILE] {
+        return issue_from_ca(dir, hosts);
+    }
     if !present.is_empty() && !missing.is_empty() {
         return Err(TlsError::Partial {
             dir: dir.to_path_buf(),
@@ -186,6 +175,67 @@ pub fn ensure_pki(dir: &Path, hosts: &[String]) -> Result<Pki, TlsError> {
         (SERVING_KEY_FILE, &pki.serving_key_pem, 0o600),
         (SERVING_CERT_FILE, &pki.serving_cert_pem, 0o644),
         (CA_CERT_FILE, &pki.ca_cert_pem, 0o644),
+    ] {
+        let p = dir.join(file);
+        write_atomic(&p, contents.as_bytes(), mode).map_err(io_err(&p))?;
+    }
+    Ok(pki)
+}
+
+/// The serving certificate's parameters: SANs 127.0.0.1, localhost and `hosts`.
+fn serving_params(hosts: &[String]) -> Result<CertificateParams, TlsError> {
+    let mut names = vec!["127.0.0.1".to_string(), "localhost".to_string()];
+    for h in hosts {
+        if !names.contains(h) {
+            names.push(h.clone());
+        }
+    }
+    // `new` turns names that parse as IP addresses into IP SANs.
+    let mut serving = CertificateParams::new(names)?;
+    serving
+        .distinguished_name
+        .push(DnType::CommonName, "kvstore-apiserver");
+    serving.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    serving.key_usages = vec![
+        KeyUsagePurpose::DigitalSignature,
+        KeyUsagePurpose::KeyEncipherment,
+    ];
+    validity(&mut serving);
+    Ok(serving)
+}
+
+/// Issues `apiserver.{crt,key}` from the `ca.{crt,key}` already in `dir`.
+fn issue_from_ca(dir: &Path, hosts: &[String]) -> Result<Pki, TlsError> {
+    let read = |f: &str| {
+        let p = dir.join(f);
+        std::fs::read_to_string(&p).map_err(io_err(&p))
+    };
+    let ca_cert_pem = read(CA_CERT_FILE)?;
+    let ca_key_pem = read(CA_KEY_FILE)?;
+    let ca_key = KeyPair::from_pem(&ca_key_pem).map_err(|e| TlsError::Pem {
+        what: "the CA key",
+        reason: e.to_string(),
+    })?;
+    let ca_der = parse_certs(&ca_cert_pem, "the CA certificate")?
+        .into_iter()
+        .next()
+        .expect("parse_certs returns at least one");
+    let issuer = Issuer::from_ca_cert_der(&ca_der, &ca_key).map_err(|e| TlsError::Pem {
+        what: "the CA certificate",
+        reason: e.to_string(),
+    })?;
+    let serving_key = KeyPair::generate()?;
+    let serving_cert = serving_params(hosts)?.signed_by(&serving_key, &issuer)?;
+    let pki = Pki {
+        ca_cert_pem,
+        ca_key_pem,
+        serving_cert_pem: serving_cert.pem(),
+        serving_key_pem: serving_key.serialize_pem(),
+    };
+    server_config(&pki)?;
+    for (file, contents, mode) in [
+        (SERVING_KEY_FILE, &pki.serving_key_pem, 0o600),
+        (SERVING_CERT_FILE, &pki.serving_cert_pem, 0o644),
     ] {
         let p = dir.join(file);
         write_atomic(&p, contents.as_bytes(), mode).map_err(io_err(&p))?;

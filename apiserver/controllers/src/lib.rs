@@ -14,6 +14,7 @@
 
 pub mod controller;
 pub mod deployment;
+pub mod discovery;
 pub mod endpoints;
 pub mod error;
 pub mod expectations;

@@ -54,8 +54,20 @@ impl RunConfig {
 
 /// Runs the scheduler and the controllers until `shutdown`.
 pub async fn run(client: Client, config: RunConfig, shutdown: CancellationToken) {
+    run_with_clients(client.clone(), client, config, shutdown).await
+}
+
+/// Like [`run`], with one client per component, as the apiserver runs them: the
+/// scheduler as system:kube-scheduler, the controller manager as
+/// system:kube-controller-manager (each takes its own Lease with its own client).
+pub async fn run_with_clients(
+    scheduler_client: Client,
+    manager_client: Client,
+    config: RunConfig,
+    shutdown: CancellationToken,
+) {
     let scheduler = {
-        let client = client.clone();
+        let client = scheduler_client.clone();
         let config = config.clone();
         move |term: CancellationToken| {
             let client = client.clone();
@@ -64,7 +76,7 @@ pub async fn run(client: Client, config: RunConfig, shutdown: CancellationToken)
         }
     };
     let managers = {
-        let client = client.clone();
+        let client = manager_client.clone();
         let config = config.clone();
         move |term: CancellationToken| {
             let client = client.clone();
@@ -73,14 +85,14 @@ pub async fn run(client: Client, config: RunConfig, shutdown: CancellationToken)
         }
     };
     let a = elected(
-        &client,
+        &scheduler_client,
         &config,
         "kube-scheduler",
         shutdown.clone(),
         scheduler,
     );
     let b = elected(
-        &client,
+        &manager_client,
         &config,
         "kube-controller-manager",
         shutdown,

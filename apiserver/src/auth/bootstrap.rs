@@ -172,12 +172,21 @@ pub fn bootstrap_policy() -> Vec<Value> {
                         "serviceaccounts",
                         "namespaces",
                         "namespaces/status",
+                        "namespaces/finalize",
                         "nodes",
                         "nodes/status",
                     ],
                     &concat(READ, WRITE),
                 ),
                 rule(&["apps"], APPS_WORKLOAD, &concat(READ, WRITE)),
+                // The garbage collector and the namespace controller act on every
+                // resource (Kubernetes' generic-garbage-collector and
+                // namespace-controller roles).
+                rule(
+                    all,
+                    all,
+                    &["get", "list", "watch", "patch", "update", "delete", "deletecollection"],
+                ),
                 events.clone(),
                 leases.clone(),
             ],

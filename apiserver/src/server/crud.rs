@@ -330,8 +330,7 @@ where
             return Ok(Reply::ok(current.value).with_warnings(warnings));
         }
         // An object marked for deletion goes away when its last finalizer does.
-        let gone =
-            object::str_field(&new, "deletionTimestamp").is_some() && finalizers(&new).is_empty();
+        let gone = object::deletion_complete(resource, &new);
         if dry_run {
             set_resource_version(&mut new, current.mod_revision);
             return Ok(Reply::ok(new).with_warnings(warnings));
@@ -453,12 +452,21 @@ pub async fn delete(
         serde_json::from_slice(body)
             .map_err(|e| ApiError::bad_request(format!("DeleteOptions is not valid JSON: {e}")))?
     };
-    let policy = options
+    let explicit = options
         .get("propagationPolicy")
         .and_then(Value::as_str)
         .or(query.get("propagationPolicy"))
-        .unwrap_or("Background")
-        .to_string();
+        .or_else(|| {
+            // The old DeleteOptions field (kubectl < 1.20): orphanDependents=true.
+            match options.get("orphanDependents").and_then(Value::as_bool) {
+                Some(true) => Some("Orphan"),
+                Some(false) => Some("Background"),
+                None => None,
+            }
+        });
+    let explicit_policy = explicit.is_some();
+    // Kubernetes' default for every resource we serve (apps/v1, core/v1): Background.
+    let policy = explicit.unwrap_or("Background").to_string();
     if !matches!(policy.as_str(), "Orphan" | "Background" | "Foreground") {
         return Err(ApiError::bad_request(format!(
             "unsupported propagationPolicy {policy:?}"
@@ -509,13 +517,27 @@ pub async fn delete(
             return Err(conflict("Precondition failed: UID mismatch"));
         }
         let mut fins = finalizers(&current.value);
-        if policy == "Foreground" && !fins.iter().any(|f| f == "foregroundDeletion") {
-            fins.push("foregroundDeletion".into());
+        let already_deleting = object::str_field(&current.value, "deletionTimestamp").is_some();
+        // The propagation policy becomes a finalizer the garbage collector acts on
+        // (Kubernetes: only when the object is not already being deleted; an explicit
+        // policy on a second DELETE switches between orphan and foreground).
+        match policy.as_str() {
+            "Foreground" if !fins.iter().any(|f| f == "foregroundDeletion") => {
+                fins.retain(|f| f != "orphan");
+                fins.push("foregroundDeletion".into());
+            }
+            "Orphan" if !fins.iter().any(|f| f == "orphan") => {
+                fins.retain(|f| f != "foregroundDeletion");
+                fins.push("orphan".into());
+            }
+            "Background" if explicit_policy && already_deleting => {
+                fins.retain(|f| f != "orphan" && f != "foregroundDeletion");
+            }
+            _ => {}
         }
-        if policy == "Orphan" && !fins.iter().any(|f| f == "orphan") && !fins.is_empty() {
-            fins.push("orphan".into());
-        }
-        if !fins.is_empty() {
+        let namespace_pending = resource.plural == "namespaces"
+            && !object::spec_finalizers(&current.value).is_empty();
+        if !fins.is_empty() || namespace_pending {
             // Graceful: mark, and let the finalizers' owners finish the deletion.
             let mut marked = current.value.clone();
             {
@@ -524,7 +546,19 @@ pub async fn delete(
                     m.insert("deletionTimestamp".into(), json!(object::now_rfc3339()));
                     m.insert("deletionGracePeriodSeconds".into(), json!(grace));
                 }
-                m.insert("finalizers".into(), json!(fins));
+                if fins.is_empty() {
+                    m.remove("finalizers");
+                } else {
+                    m.insert("finalizers".into(), json!(fins));
+                }
+            }
+            if resource.plural == "namespaces"
+                && let Some(obj) = marked.as_object_mut()
+            {
+                let status = obj.entry("status").or_insert_with(|| json!({}));
+                if let Some(st) = status.as_object_mut() {
+                    st.insert("phase".into(), json!("Terminating"));
+                }
             }
             if object::without_rv(&marked) == object::without_rv(&current.value) || dry_run {
                 return Ok(Reply::ok(marked).with_accepted());
@@ -553,9 +587,6 @@ pub async fn delete(
             Some(rev) => {
                 let mut last = current.value;
                 set_resource_version(&mut last, rev);
-                if resource.plural == "namespaces" {
-                    delete_namespace_contents(state, &name).await?;
-                }
                 return Ok(Reply::ok(last));
             }
             None if pre_rv.is_some() => return Err(conflict("the object has been modified")),
@@ -576,22 +607,6 @@ impl Reply {
         self.code = axum::http::StatusCode::ACCEPTED;
         self
     }
-}
-
-/// Removes every namespaced object of a deleted namespace (there is no namespace
-/// controller yet, so the apiserver does it at once).
-async fn delete_namespace_contents(state: &AppState, ns: &str) -> ApiResult<()> {
-    for r in resources::RESOURCES
-        .iter()
-        .filter(|r| r.namespaced && r.stored)
-    {
-        let prefix = r.store_namespace_prefix(ns);
-        let page = state.store.list(&prefix, None, 0, 0).await?;
-        for item in page.items {
-            let _ = state.store.delete(&item.key, item.mod_revision).await?;
-        }
-    }
-    Ok(())
 }
 
 /// DELETE of a collection: each matching object as a single DELETE would.

@@ -248,6 +248,10 @@ async fn handle(
             let bytes = read_body(body).await?;
             subresources::bind(state, &target, query, &ct, &bytes).await?
         }
+        ("update", Some("finalize")) if target.resource.plural == "namespaces" => {
+            let bytes = read_body(body).await?;
+            crud::update(state, &target, query, &ct, &bytes).await?
+        }
         ("update", None | Some("status")) => {
             let bytes = read_body(body).await?;
             crud::update(state, &target, query, &ct, &bytes).await?

@@ -78,7 +78,14 @@ pub struct Cluster {
     dir: TempDir,
     admin_token: String,
     extra_args: Vec<String>,
+    /// Each apiserver on its own data dir, seeded from the first (see [`Cluster::start_ha`]).
+    separate_dirs: bool,
 }
+
+/// The files an apiserver of an existing cluster needs in a fresh data dir: the CA
+/// (the new apiserver issues its own serving certificate from it), the
+/// service-account signing key and the token file.
+pub const HA_SEED_FILES: &[&str] = &["pki/ca.crt", "pki/ca.key", "sa.key", "tokens.csv"];
 
 /// Output of one kubectl run.
 #[derive(Debug)]
@@ -129,6 +136,52 @@ impl Cluster {
         Ok(c)
     }
 
+    /// `n` apiservers over one store member of `backend`, each with its own data dir:
+    /// the first creates the PKI, signing key and token file; each later one starts
+    /// from a fresh dir holding only copies of [`HA_SEED_FILES`].
+    pub async fn start_ha(backend: Backend, n: usize, extra: &[&str]) -> Result<Self> {
+        let store = tests::Server::start(backend).await?;
+        let mut c = Self::new(vec![store.endpoint()])?;
+        c.store = Some(store);
+        c.separate_dirs = true;
+        c.extra_args = extra.iter().map(|s| s.to_string()).collect();
+        c.spawn_apiservers(n).await?;
+        Ok(c)
+    }
+
+    /// Like [`Cluster::start_ha`], over a 3-member kvstore cluster.
+    pub async fn start_ha_on(kv: KvstoreCluster, n: usize, extra: &[&str]) -> Result<Self> {
+        let mut c = Self::new(kv.endpoints())?;
+        c.kv_cluster = Some(kv);
+        c.separate_dirs = true;
+        c.extra_args = extra.iter().map(|s| s.to_string()).collect();
+        c.spawn_apiservers(n).await?;
+        Ok(c)
+    }
+
+    /// The data dir of apiserver `i`.
+    pub fn data_dir_of(&self, i: usize) -> PathBuf {
+        if self.separate_dirs && i > 0 {
+            self.dir.path().join(format!("data-{i}"))
+        } else {
+            self.data_dir()
+        }
+    }
+
+    /// Copies [`HA_SEED_FILES`] from the first data dir into apiserver `i`'s.
+    fn seed_data_dir(&self, i: usize) -> Result<()> {
+        let to = self.data_dir_of(i);
+        if to.join("tokens.csv").exists() {
+            return Ok(());
+        }
+        std::fs::create_dir_all(to.join("pki"))?;
+        for f in HA_SEED_FILES {
+            std::fs::copy(self.data_dir().join(f), to.join(f))
+                .with_context(|| format!("seed {f} into {}", to.display()))?;
+        }
+        Ok(())
+    }
+
     /// `n` apiservers over a 3-member kvstore cluster.
     pub async fn start_on(kv: KvstoreCluster, n: usize) -> Result<Self> {
         let endpoints = kv.endpoints();
@@ -151,6 +204,7 @@ impl Cluster {
             dir,
             admin_token: String::new(),
             extra_args: Vec::new(),
+            separate_dirs: false,
         })
     }
 
@@ -164,6 +218,9 @@ impl Cluster {
     }
 
     async fn spawn_apiserver(&self, i: usize) -> Result<ApiServer> {
+        if self.separate_dirs && i > 0 {
+            self.seed_data_dir(i)?;
+        }
         let mut last = None;
         for _ in 0..3 {
             let secure = tests::ports::free_port();
@@ -178,7 +235,7 @@ impl Cluster {
                 "--insecure-port".into(),
                 insecure.to_string(),
                 "--data-dir".into(),
-                self.data_dir().display().to_string(),
+                self.data_dir_of(i).display().to_string(),
                 "--audit-log-path".into(),
                 self.dir
                     .path()
