@@ -1,0 +1,103 @@
+//! `agent --simulate N`: N nodes in one process on the fake runtime register, heartbeat,
+//! and run a Deployment's pods (real etcd, real apiserver, the controllers, kubectl).
+//!
+//! Run: `cargo build -p apiserver -p agent && cargo test -p agent --test simulate`.
+
+mod cluster_common;
+
+use std::time::Duration;
+
+use anyhow::Result;
+use api::{Deployment, Lease, ListParams, Node, Pod};
+use cluster_common::*;
+
+fn ready(n: &Node) -> bool {
+    n.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fifty_simulated_nodes_run_a_deployment() -> Result<()> {
+    let cluster = Cluster::start(Duration::from_secs(40)).await?;
+    let client = cluster.client()?;
+    let prefix = format!("sim{}", std::process::id());
+    let _sim = AgentProc::simulate(&cluster, &prefix, 50).await?;
+    let nodes = client.list_all::<Node>(None, &ListParams::default()).await?.0;
+    let ours: Vec<&Node> = nodes
+        .iter()
+        .filter(|n| n.metadata.name.as_deref().is_some_and(|x| x.starts_with(&prefix)))
+        .collect();
+    assert_eq!(ours.len(), 50);
+    assert!(ours.iter().all(|n| ready(n)), "all simulated nodes Ready");
+    eventually("50 node leases", || async {
+        let leases = client
+            .list_all::<Lease>(Some("kube-node-lease"), &ListParams::default())
+            .await?
+            .0;
+        let n = leases
+            .iter()
+            .filter(|l| l.metadata.name.as_deref().is_some_and(|x| x.starts_with(&prefix)))
+            .count();
+        Ok((n == 50).then_some(()))
+    })
+    .await?;
+
+    cluster.apply(
+        "sim",
+        r#"apiVersion: apps/v1
+kind: Deployment
+metadata: {name: sim, namespace: default}
+spec:
+  replicas: 30
+  selector: {matchLabels: {app: sim}}
+  template:
+    metadata: {labels: {app: sim}}
+    spec:
+      containers:
+      - name: c
+        image: anything:1
+        resources: {requests: {cpu: 500m, memory: 256Mi}}
+        readinessProbe: {httpGet: {path: /, port: 80}}
+"#,
+    )?;
+    let params = ListParams::default().labels("app=sim");
+    let pods: Vec<Pod> = eventually("30 pods Running and Ready", || async {
+        let pods = client.list_all::<Pod>(Some("default"), &params).await?.0;
+        let ready = pods
+            .iter()
+            .filter(|p| {
+                let s = p.status.as_ref();
+                s.and_then(|s| s.phase.as_deref()) == Some("Running")
+                    && s.and_then(|s| s.conditions.as_ref()).is_some_and(|cs| {
+                        cs.iter().any(|c| c.type_ == "Ready" && c.status == "True")
+                    })
+            })
+            .count();
+        Ok((ready == 30 && pods.len() == 30).then_some(pods))
+    })
+    .await?;
+    assert!(pods.iter().all(|p| {
+        p.spec
+            .as_ref()
+            .and_then(|s| s.node_name.as_deref())
+            .is_some_and(|n| n.starts_with(&prefix))
+    }));
+    eventually("the Deployment available", || async {
+        let d: Deployment = client.get(Some("default"), "sim").await?;
+        Ok((d.status.and_then(|s| s.available_replicas) == Some(30)).then_some(()))
+    })
+    .await?;
+    let out = cluster.kubectl(&["rollout", "status", "deployment/sim", "--timeout=60s"])?;
+    assert!(out.contains("successfully rolled out"), "{out}");
+
+    // Scaled to zero, the pods go away.
+    cluster.kubectl(&["scale", "deployment/sim", "--replicas=0"])?;
+    eventually("no sim pods left", || async {
+        let pods = client.list_all::<Pod>(Some("default"), &params).await?.0;
+        Ok(pods.is_empty().then_some(()))
+    })
+    .await?;
+    Ok(())
+}
