@@ -163,13 +163,13 @@ async fn tls_cluster_replicates_and_refuses_a_member_from_another_ca() {
     // A write through one member is replicated to all three over TLS peer links.
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut c1 = loop {
-        match client(members[0].client_port, &main).await {
-            Ok(mut c) if c.put("tls/k", "v", None).await.is_ok() => break c,
-            _ => {
-                assert!(Instant::now() < deadline, "no write over TLS:\n{}", logs());
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
+        if let Ok(mut c) = client(members[0].client_port, &main).await
+            && c.put("tls/k", "v", None).await.is_ok()
+        {
+            break c;
         }
+        assert!(Instant::now() < deadline, "no write over TLS:\n{}", logs());
+        tokio::time::sleep(Duration::from_millis(200)).await;
     };
     for m in &members {
         let mut c = client(m.client_port, &main).await.unwrap();

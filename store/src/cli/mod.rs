@@ -60,8 +60,9 @@ pub struct ClientGlobal {
     #[arg(long, global = true)]
     pub cert: Option<PathBuf>,
 
-    /// Identify this client with this TLS key file.
-    #[arg(long, global = true)]
+    /// Identify this client with this TLS key file. (Its clap id is not `key`: that
+    /// is the positional key of `get`/`put`/`del`, and two args may not share an id.)
+    #[arg(id = "tls_key", long = "key", global = true)]
     pub key: Option<PathBuf>,
 
     /// Skip server certificate verification (connections are still encrypted).
