@@ -10,6 +10,7 @@
 //! validates the test) and against kvstore (which is what the test is for); the
 //! [`both_backends!`] macro generates the two `#[tokio::test]` functions.
 
+pub mod cluster;
 pub mod differential;
 pub mod etcdctl;
 pub mod macros;
