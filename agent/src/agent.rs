@@ -228,11 +228,7 @@ impl State {
                 return;
             }
             // A full queue means the worker is behind; the next set_pods brings it up to date.
-            if worker
-                .tx
-                .try_send(WorkerMsg::Update(Box::new(pod)))
-                .is_ok()
-            {
+            if worker.tx.try_send(WorkerMsg::Update(Box::new(pod))).is_ok() {
                 worker.sent_rv = rv;
             }
             return;
@@ -246,8 +242,15 @@ impl State {
         let wake = Arc::new(Notify::new());
         let worker = PodWorker::new(key.clone(), pod, self.ctx.clone(), wake.clone());
         let task = tokio::spawn(worker.run(rx));
-        self.workers
-            .insert(key.uid, WorkerHandle { tx, sent_rv, wake, task });
+        self.workers.insert(
+            key.uid,
+            WorkerHandle {
+                tx,
+                sent_rv,
+                wake,
+                task,
+            },
+        );
     }
 
     fn on_event(&self, event: &RuntimeEvent) {

@@ -11,9 +11,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use agent::runtime::{ContainerRuntime, DockerRuntime, FakeRuntime};
 use agent::node::NodeInfo;
 use agent::node_agent::{NodeAgent, NodeAgentConfig};
+use agent::runtime::{ContainerRuntime, DockerRuntime, FakeRuntime};
 use agent::simulate::{SimulateConfig, Simulation};
 use agent::{Agent, AgentConfig, PodKey, StatusSink};
 use anyhow::{Context, bail};

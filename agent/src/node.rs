@@ -11,11 +11,11 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::time::Duration;
 
+use api::k8s_openapi::api::core::v1::{DaemonEndpoint, NodeDaemonEndpoints};
 use api::{
     Client, Lease, LeaseSpec, MicroTime, Node, NodeAddress, NodeCondition, NodeStatus,
     NodeSystemInfo, ObjectMeta, PostParams, Quantity, Time,
 };
-use api::k8s_openapi::api::core::v1::{DaemonEndpoint, NodeDaemonEndpoints};
 
 /// Where node Leases live.
 pub const NODE_LEASE_NAMESPACE: &str = "kube-node-lease";

@@ -110,7 +110,11 @@ async fn run(
         stop.clone(),
     ));
     if config.proxy {
-        tokio::spawn(crate::proxy::run(client.clone(), config.node.ip, stop.clone()));
+        tokio::spawn(crate::proxy::run(
+            client.clone(),
+            config.node.ip,
+            stop.clone(),
+        ));
     }
     let writer = ApiStatusWriter::start(client, pods.clone(), STATUS_WRITERS, stop.clone());
     let mut agent_config = config.agent.clone();

@@ -133,8 +133,12 @@ pub async fn run(client: Client, ip: IpAddr, shutdown: CancellationToken) {
         resync: None,
         ..Default::default()
     };
-    let (s_inf, services, s_events) =
-        Informer::<Service, _>::for_client(client.clone(), None, ListParams::default(), config.clone());
+    let (s_inf, services, s_events) = Informer::<Service, _>::for_client(
+        client.clone(),
+        None,
+        ListParams::default(),
+        config.clone(),
+    );
     let (e_inf, endpoints, e_events) =
         Informer::<Endpoints, _>::for_client(client, None, ListParams::default(), config);
     tokio::spawn(s_inf.run(shutdown.clone()));
@@ -188,9 +192,7 @@ async fn apply(
     shutdown: &CancellationToken,
 ) {
     listening.retain(|port, l| {
-        let keep = want
-            .get(port)
-            .is_some_and(|r| r.service == l.rule_service);
+        let keep = want.get(port).is_some_and(|r| r.service == l.rule_service);
         if !keep {
             tracing::info!(port, service = %l.rule_service, "closing service listener");
             l.stop.cancel();
@@ -220,7 +222,9 @@ async fn apply(
                 );
             }
             // Retried on the next resync.
-            Err(e) => tracing::warn!(%addr, service = %rule.service, error = %e, "cannot listen for a service"),
+            Err(e) => {
+                tracing::warn!(%addr, service = %rule.service, error = %e, "cannot listen for a service")
+            }
         }
     }
 }
@@ -262,7 +266,9 @@ async fn forward_conn(mut conn: TcpStream, order: Vec<SocketAddr>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use api::{EndpointAddress, EndpointPort, EndpointSubset, ObjectMeta, ServicePort, ServiceSpec};
+    use api::{
+        EndpointAddress, EndpointPort, EndpointSubset, ObjectMeta, ServicePort, ServiceSpec,
+    };
 
     fn svc(name: &str, port: i32) -> Arc<Service> {
         Arc::new(Service {

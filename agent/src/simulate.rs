@@ -14,7 +14,9 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use anyhow::Context;
-use api::{CancellationToken, Client, Informer, InformerConfig, InformerEvent, ListParams, Node, Pod};
+use api::{
+    CancellationToken, Client, Informer, InformerConfig, InformerEvent, ListParams, Node, Pod,
+};
 use futures::StreamExt;
 
 use crate::agent::{Agent, AgentConfig};
@@ -117,7 +119,12 @@ fn node_of(pod: &Pod) -> Option<&str> {
     pod.spec.as_ref()?.node_name.as_deref()
 }
 
-async fn run(client: Client, config: SimulateConfig, infos: Vec<NodeInfo>, stop: CancellationToken) {
+async fn run(
+    client: Client,
+    config: SimulateConfig,
+    infos: Vec<NodeInfo>,
+    stop: CancellationToken,
+) {
     let informer_config = InformerConfig {
         resync: None,
         event_buffer: 8192,
@@ -129,8 +136,12 @@ async fn run(client: Client, config: SimulateConfig, infos: Vec<NodeInfo>, stop:
         ListParams::default(),
         informer_config.clone(),
     );
-    let (n_inf, nodes, n_events) =
-        Informer::<Node, _>::for_client(client.clone(), None, ListParams::default(), informer_config);
+    let (n_inf, nodes, n_events) = Informer::<Node, _>::for_client(
+        client.clone(),
+        None,
+        ListParams::default(),
+        informer_config,
+    );
     tokio::spawn(p_inf.run(stop.clone()));
     tokio::spawn(n_inf.run(stop.clone()));
     drain(n_events, stop.clone());
@@ -172,7 +183,10 @@ async fn run(client: Client, config: SimulateConfig, infos: Vec<NodeInfo>, stop:
         }
     }
     for (name, agent) in &agents {
-        let set = by_node.get(name).map(|m| m.values().cloned().collect()).unwrap_or_default();
+        let set = by_node
+            .get(name)
+            .map(|m| m.values().cloned().collect())
+            .unwrap_or_default();
         let _ = agent.set_pods(set).await;
     }
     loop {
@@ -212,7 +226,10 @@ async fn run(client: Client, config: SimulateConfig, infos: Vec<NodeInfo>, stop:
         }
         for node in dirty {
             if let Some(agent) = agents.get(&node) {
-                let set = by_node.get(&node).map(|m| m.values().cloned().collect()).unwrap_or_default();
+                let set = by_node
+                    .get(&node)
+                    .map(|m| m.values().cloned().collect())
+                    .unwrap_or_default();
                 let _ = agent.set_pods(set).await;
             }
         }

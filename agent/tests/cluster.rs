@@ -13,16 +13,14 @@ use anyhow::{Context, Result, bail};
 use api::{Endpoints, ListParams, Node, Pod};
 use cluster_common::*;
 use common::{Cleanup, docker, ensure_image, node_containers};
+
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// GET `path` from `addr` over plain HTTP/1.0; the whole answer, or the error.
 async fn http_get(addr: &str, path: &str) -> Result<String> {
-    let mut s = tokio::time::timeout(
-        Duration::from_secs(5),
-        tokio::net::TcpStream::connect(addr),
-    )
-    .await
-    .context("connect timed out")??;
+    let mut s = tokio::time::timeout(Duration::from_secs(5), tokio::net::TcpStream::connect(addr))
+        .await
+        .context("connect timed out")??;
     s.write_all(format!("GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").as_bytes())
         .await?;
     let mut out = Vec::new();
@@ -144,9 +142,16 @@ async fn web_pod_runs_answers_through_its_service_and_recovers() -> Result<()> {
             .flatten()
             .any(|a| a.type_ == "InternalIP" && a.address == ip)
     );
-    assert!(status.allocatable.as_ref().is_some_and(|a| a.contains_key("cpu")));
+    assert!(
+        status
+            .allocatable
+            .as_ref()
+            .is_some_and(|a| a.contains_key("cpu"))
+    );
     let lease: api::Lease = eventually("the node lease", || async {
-        Ok(client.get_opt::<api::Lease>(Some("kube-node-lease"), &name).await?)
+        Ok(client
+            .get_opt::<api::Lease>(Some("kube-node-lease"), &name)
+            .await?)
     })
     .await?;
     assert_eq!(
@@ -179,7 +184,10 @@ async fn web_pod_runs_answers_through_its_service_and_recovers() -> Result<()> {
 
     // kubectl logs (through the apiserver's pods/log to the agent), --tail.
     let logs = cluster.kubectl(&["logs", "web"])?;
-    assert_eq!(logs.lines().collect::<Vec<_>>(), ["line-1", "line-2", "line-3"]);
+    assert_eq!(
+        logs.lines().collect::<Vec<_>>(),
+        ["line-1", "line-2", "line-3"]
+    );
     let tail = cluster.kubectl(&["logs", "web", "--tail=1"])?;
     assert_eq!(tail.trim(), "line-3");
     // -f keeps the stream open after the existing lines.
@@ -210,7 +218,14 @@ async fn web_pod_runs_answers_through_its_service_and_recovers() -> Result<()> {
         restarts(p) == 1 && status_of(p) == ("Running", true)
     })
     .await?;
-    let cs = pod.status.as_ref().unwrap().container_statuses.as_ref().unwrap()[0].clone();
+    let cs = pod
+        .status
+        .as_ref()
+        .unwrap()
+        .container_statuses
+        .as_ref()
+        .unwrap()[0]
+        .clone();
     assert!(cs.last_state.and_then(|s| s.terminated).is_some());
     assert_ne!(container_id(&pod).as_deref(), Some(first_id.as_str()));
 
@@ -223,7 +238,10 @@ async fn web_pod_runs_answers_through_its_service_and_recovers() -> Result<()> {
     })
     .await?;
     docker(&["exec", &id, "rm", "/www/ready.html"]);
-    wait_pod(&client, "web", "web not Ready", |p| status_of(p) == ("Running", false)).await?;
+    wait_pod(&client, "web", "web not Ready", |p| {
+        status_of(p) == ("Running", false)
+    })
+    .await?;
     eventually("the pod out of the endpoints", || async {
         let eps = client.get_opt::<Endpoints>(Some("default"), "web").await?;
         Ok(eps.filter(|e| ready_endpoint_ips(e).is_empty()))
@@ -231,11 +249,17 @@ async fn web_pod_runs_answers_through_its_service_and_recovers() -> Result<()> {
     .await?;
     eventually("the proxy with no backend", || async {
         // No backend: the proxy closes the connection without an answer.
-        Ok(http_get(&addr, "/index.html").await.ok().filter(|b| b.is_empty()))
+        Ok(http_get(&addr, "/index.html")
+            .await
+            .ok()
+            .filter(|b| b.is_empty()))
     })
     .await?;
     docker(&["exec", &id, "sh", "-c", "echo ok > /www/ready.html"]);
-    wait_pod(&client, "web", "web Ready again", |p| status_of(p) == ("Running", true)).await?;
+    wait_pod(&client, "web", "web Ready again", |p| {
+        status_of(p) == ("Running", true)
+    })
+    .await?;
     eventually("the service answering again", || async {
         Ok(http_get(&addr, "/index.html")
             .await
@@ -266,7 +290,10 @@ async fn web_pod_runs_answers_through_its_service_and_recovers() -> Result<()> {
             .and_then(|c| c.state.as_ref())
             .and_then(|s| s.waiting.as_ref())
             .is_some_and(|w| {
-                matches!(w.reason.as_deref(), Some("ErrImagePull" | "ImagePullBackOff"))
+                matches!(
+                    w.reason.as_deref(),
+                    Some("ErrImagePull" | "ImagePullBackOff")
+                )
             })
     })
     .await?;
@@ -277,14 +304,19 @@ async fn web_pod_runs_answers_through_its_service_and_recovers() -> Result<()> {
         .waiting
         .unwrap();
     assert!(
-        waiting.message.unwrap_or_default().contains("No such image"),
+        waiting
+            .message
+            .unwrap_or_default()
+            .contains("No such image"),
         "Docker's message in the status"
     );
 
     // Deleting the pod stops and removes its containers; the service closes its port
     // when the Service goes.
+    let web: Pod = client.get(Some("default"), "web").await?;
+    let uid = web.metadata.uid.clone().context("uid")?;
+    assert!(container_count(&name_filter(&uid)) >= 1);
     cluster.kubectl(&["delete", "pod", "web", "--wait=false"])?;
-    let uid = pod_uid_label(&name, "web");
     eventually("web's containers removed", || {
         let uid = uid.clone();
         async move { Ok(container_count(&name_filter(&uid)).eq(&0).then_some(())) }
@@ -292,32 +324,28 @@ async fn web_pod_runs_answers_through_its_service_and_recovers() -> Result<()> {
     .await?;
     cluster.kubectl(&["delete", "service", "web"])?;
     eventually("the service port closed", || async {
-        Ok(tokio::net::TcpStream::connect(&addr).await.is_err().then_some(()))
+        Ok(tokio::net::TcpStream::connect(&addr)
+            .await
+            .is_err()
+            .then_some(()))
     })
     .await?;
-    drop(agent);
+    // Everything the agent did was allowed to system:node:agent.
+    let log = agent.log_text().to_lowercase();
+    assert!(
+        !log.contains("forbidden") && !log.contains("unauthorized"),
+        "the agent hit RBAC or authentication errors:\n{log}"
+    );
     Ok(())
 }
 
 /// The `label=` filter of one pod's containers.
 fn name_filter(pod_uid: &str) -> String {
-    format!("label=io.kvstore.pod-uid={pod_uid}")
+    format!("label={}={pod_uid}", agent::runtime::LABEL_POD_UID)
 }
 
 fn container_count(filter: &str) -> usize {
     docker(&["ps", "-aq", "--filter", filter]).lines().count()
-}
-
-/// The pod uid label of the containers of `pod` on `node` (first found).
-fn pod_uid_label(node: &str, pod: &str) -> String {
-    for id in node_containers(node) {
-        let labels = docker(&["inspect", "-f", "{{json .Config.Labels}}", &id]);
-        let v: serde_json::Value = serde_json::from_str(&labels).unwrap_or_default();
-        if v["io.kvstore.pod-name"] == pod {
-            return v["io.kvstore.pod-uid"].as_str().unwrap_or_default().to_string();
-        }
-    }
-    String::from("none")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -350,11 +378,21 @@ async fn restarted_agent_adopts_running_containers() -> Result<()> {
     })
     .await?;
     let after: Pod = client.get(Some("default"), "kept").await?;
-    assert_eq!(container_id(&after).as_deref(), Some(id.as_str()), "same container");
+    assert_eq!(
+        container_id(&after).as_deref(),
+        Some(id.as_str()),
+        "same container"
+    );
     assert_eq!(restarts(&after), 0);
     assert_eq!(status_of(&after), ("Running", true));
-    assert_eq!(docker(&["inspect", "-f", "{{.State.StartedAt}}", &id]), started);
-    assert_eq!(docker(&["inspect", "-f", "{{.State.Running}}", &id]), "true");
+    assert_eq!(
+        docker(&["inspect", "-f", "{{.State.StartedAt}}", &id]),
+        started
+    );
+    assert_eq!(
+        docker(&["inspect", "-f", "{{.State.Running}}", &id]),
+        "true"
+    );
     let uid = after.metadata.uid.clone().unwrap();
     assert_eq!(container_count(&name_filter(&uid)), 1, "no second attempt");
     Ok(())
@@ -405,10 +443,10 @@ spec:
     agent_a.kill();
     eventually("node a Unknown", || async {
         let n: Node = client.get(None, &a).await?;
-        let unknown = n
-            .status
-            .and_then(|s| s.conditions)
-            .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "Unknown"));
+        let unknown = n.status.and_then(|s| s.conditions).is_some_and(|cs| {
+            cs.iter()
+                .any(|c| c.type_ == "Ready" && c.status == "Unknown")
+        });
         Ok(unknown.then_some(()))
     })
     .await?;

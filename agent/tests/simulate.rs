@@ -24,10 +24,18 @@ async fn fifty_simulated_nodes_run_a_deployment() -> Result<()> {
     let client = cluster.client()?;
     let prefix = format!("sim{}", std::process::id());
     let _sim = AgentProc::simulate(&cluster, &prefix, 50).await?;
-    let nodes = client.list_all::<Node>(None, &ListParams::default()).await?.0;
+    let nodes = client
+        .list_all::<Node>(None, &ListParams::default())
+        .await?
+        .0;
     let ours: Vec<&Node> = nodes
         .iter()
-        .filter(|n| n.metadata.name.as_deref().is_some_and(|x| x.starts_with(&prefix)))
+        .filter(|n| {
+            n.metadata
+                .name
+                .as_deref()
+                .is_some_and(|x| x.starts_with(&prefix))
+        })
         .collect();
     assert_eq!(ours.len(), 50);
     assert!(ours.iter().all(|n| ready(n)), "all simulated nodes Ready");
@@ -38,7 +46,12 @@ async fn fifty_simulated_nodes_run_a_deployment() -> Result<()> {
             .0;
         let n = leases
             .iter()
-            .filter(|l| l.metadata.name.as_deref().is_some_and(|x| x.starts_with(&prefix)))
+            .filter(|l| {
+                l.metadata
+                    .name
+                    .as_deref()
+                    .is_some_and(|x| x.starts_with(&prefix))
+            })
             .count();
         Ok((n == 50).then_some(()))
     })

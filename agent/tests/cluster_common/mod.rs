@@ -39,7 +39,12 @@ pub fn loopback_ip() -> String {
     static NEXT: AtomicU32 = AtomicU32::new(0);
     let n = NEXT.fetch_add(1, Ordering::Relaxed);
     let pid = std::process::id();
-    format!("127.{}.{}.{}", 10 + (pid % 200), (pid / 200) % 250, 2 + (n % 250))
+    format!(
+        "127.{}.{}.{}",
+        10 + (pid % 200),
+        (pid / 200) % 250,
+        2 + (n % 250)
+    )
 }
 
 fn sibling_bin(name: &str) -> Result<PathBuf> {
@@ -321,7 +326,11 @@ impl AgentProc {
         let stdout = child.stdout.take().context("agent stdout")?;
         self.proc = Some(Proc(child));
         if let Err(e) = wait_line(stdout, "agent: ", Duration::from_secs(60)).await {
-            bail!("agent {} did not start ({e}); its log:\n{}", self.name, self.log_text());
+            bail!(
+                "agent {} did not start ({e}); its log:\n{}",
+                self.name,
+                self.log_text()
+            );
         }
         Ok(())
     }
