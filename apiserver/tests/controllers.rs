@@ -363,7 +363,8 @@ async fn namespace_deletion_empties_then_removes_the_namespace() -> Result<()> {
         assert_eq!(r.status().as_u16(), 403, "{ns}");
     }
 
-    c.kubectl(&["create", "namespace", "team"])?.ok()?;
+    let team: Namespace = serde_json::from_value(json!({"metadata": {"name": "team"}}))?;
+    client.create(&team, &PostParams::default()).await?;
     let ns: Namespace = client.get(None, "team").await?;
     assert_eq!(
         ns.spec.and_then(|s| s.finalizers),
@@ -378,8 +379,9 @@ async fn namespace_deletion_empties_then_removes_the_namespace() -> Result<()> {
         "spec": {"ports": [{"port": 80}]}
     }))?;
     client.create(&svc, &PostParams::default()).await?;
-    c.kubectl(&["create", "serviceaccount", "robot", "-n", "team"])?
-        .ok()?;
+    let sa: api::ServiceAccount =
+        serde_json::from_value(json!({"metadata": {"name": "robot", "namespace": "team"}}))?;
+    client.create(&sa, &PostParams::default()).await?;
 
     let r = http
         .delete(format!("{}/api/v1/namespaces/team", c.url()))
@@ -431,7 +433,7 @@ async fn namespace_deletion_empties_then_removes_the_namespace() -> Result<()> {
     })
     .await?;
     // The name is free again.
-    c.kubectl(&["create", "namespace", "team"])?.ok()?;
+    client.create(&team, &PostParams::default()).await?;
     Ok(())
 }
 

@@ -128,8 +128,11 @@ impl RequestInfo {
             return Err(not_found());
         }
         let sub = (!self.subresource.is_empty()).then(|| self.subresource.clone());
+        // `namespaces/{name}/finalize` (PUT only) is served but not advertised, as in
+        // Kubernetes' discovery it is only listed under the namespace's own verbs.
         if let Some(s) = &sub
             && !resource.has_subresource(s)
+            && !(resource.plural == "namespaces" && s == "finalize")
         {
             return Err(not_found());
         }
