@@ -7,7 +7,7 @@ export CARGO_TARGET_DIR ?= $(HOME)/.cache/kvstore/target
 
 DATA_DIR ?= data
 
-.PHONY: setup build up test lint
+.PHONY: setup build up down status test lint images compose-up compose-down
 
 setup:
 	@./scripts/setup.sh
@@ -15,8 +15,27 @@ setup:
 build: setup
 	cargo build --workspace --bins
 
+# The local HA control plane (cluster up): detached processes, data and logs in $(DATA_DIR).
 up: build
 	DATA_DIR=$(DATA_DIR) ./scripts/up.sh
+
+status:
+	$(CARGO_TARGET_DIR)/debug/cluster --dir $(DATA_DIR) status
+
+down:
+	$(CARGO_TARGET_DIR)/debug/cluster --dir $(DATA_DIR) down
+
+# Local images, no registry: the busybox test image and the control-plane image
+# (the workspace's binaries and their libraries) that docker-compose.yml runs.
+images: build
+	./scripts/images.sh
+	./docker/build-image.sh
+
+compose-up: images
+	docker-compose up -d
+
+compose-down:
+	docker-compose down -v
 
 test: build
 	cargo test --workspace

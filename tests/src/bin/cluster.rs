@@ -2,7 +2,6 @@
 //! apiservers running the scheduler and controllers under leader election, 2 node
 //! agents, and a TCP load balancer for kubectl). See `tests/src/cluster/mod.rs`.
 
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -67,10 +66,30 @@ enum Cmd {
     Restore { file: PathBuf },
     /// The TCP load balancer (started by `up`; not for direct use).
     Lb {
+        /// Address to listen on (host:port).
         #[arg(long)]
-        listen: SocketAddr,
-        #[arg(long, value_delimiter = ',')]
-        backends: Vec<SocketAddr>,
+        listen: String,
+        /// Apiservers, host:port, comma separated.
+        #[arg(long, value_delimiter = ',', required = true)]
+        backends: Vec<String>,
+    },
+    /// docker-compose: write the shared certificates, tokens and kubeconfigs into DIR
+    /// once (kept on later runs).
+    ComposeInit {
+        /// The port kubectl reaches the load balancer on from the host.
+        #[arg(long, env = "KVSTORE_API_PORT", default_value_t = 6443)]
+        api_port: u16,
+        /// The first three octets of the compose network (the members are at .11-.13).
+        #[arg(long, env = "KVSTORE_NET", default_value = "172.28.5")]
+        net: String,
+    },
+    /// docker-compose: run PROGRAM with `@IP@` in its arguments replaced by this
+    /// container's address toward HOST:PORT (the node agent's --node-ip).
+    ExecWithIp {
+        #[arg(long)]
+        toward: String,
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
+        command: Vec<String>,
     },
 }
 
@@ -152,6 +171,8 @@ async fn run(cli: Cli) -> Result<()> {
         Cmd::Down => down(&cli.dir),
         Cmd::Snapshot { file } => snapshot(&cli.dir, &file).await,
         Cmd::Restore { file } => restore(&cli.dir, &file),
+        Cmd::ComposeInit { api_port, net } => cluster::compose::init(&cli.dir, api_port, &net),
+        Cmd::ExecWithIp { toward, command } => cluster::compose::exec_with_ip(&toward, &command).await,
     }
 }
 

@@ -4,7 +4,6 @@
 //! `kubectl` (whose kubeconfig has one server) keeps working while an apiserver is down.
 //! TLS passes through untouched: the apiservers' certificates carry 127.0.0.1.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -15,18 +14,18 @@ use tokio::net::{TcpListener, TcpStream};
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Serves until the process is killed.
-pub async fn run(listen: SocketAddr, backends: Vec<SocketAddr>) -> Result<()> {
+pub async fn run(listen: String, backends: Vec<String>) -> Result<()> {
     if backends.is_empty() {
         bail!("lb: no backends given");
     }
-    let listener = TcpListener::bind(listen)
+    let listener = TcpListener::bind(listen.as_str())
         .await
         .with_context(|| format!("lb: bind {listen}"))?;
     println!(
         "lb: listening on {listen}, backends {}",
         backends
             .iter()
-            .map(|b| b.to_string())
+            .cloned()
             .collect::<Vec<_>>()
             .join(",")
     );
@@ -51,12 +50,14 @@ pub async fn run(listen: SocketAddr, backends: Vec<SocketAddr>) -> Result<()> {
     }
 }
 
-async fn forward(mut client: TcpStream, backends: &[SocketAddr], start: usize) -> Result<()> {
+/// Backends are `host:port`; names are resolved at each connection (container names
+/// in docker-compose).
+async fn forward(mut client: TcpStream, backends: &[String], start: usize) -> Result<()> {
     let _ = client.set_nodelay(true);
     let mut errors = Vec::new();
     for i in 0..backends.len() {
-        let backend = backends[(start + i) % backends.len()];
-        match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(backend)).await {
+        let backend = &backends[(start + i) % backends.len()];
+        match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(backend.as_str())).await {
             Ok(Ok(mut upstream)) => {
                 let _ = upstream.set_nodelay(true);
                 let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;

@@ -13,6 +13,7 @@
 //! B+N, store-N's client port on B+10+N and peer port on B+20+N, agent-N (node IP 127.0.0.(N+1))
 //! serves logs on B+30+N, and its service proxy listens on that IP at each Service's port.
 
+pub mod compose;
 pub mod lb;
 pub mod ports;
 pub mod proc;
