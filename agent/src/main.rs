@@ -60,6 +60,9 @@ struct Args {
     /// The log server's port (status.daemonEndpoints.kubeletEndpoint.Port); 0 = any.
     #[arg(long, default_value_t = 10250)]
     kubelet_port: u16,
+    /// The node Lease's duration in seconds; it is renewed every quarter of it.
+    #[arg(long, default_value_t = agent::node::LEASE_DURATION_S)]
+    node_lease_duration_s: i32,
     /// Do not run the service proxy.
     #[arg(long)]
     no_proxy: bool,
@@ -191,6 +194,9 @@ async fn run_node(args: Args) -> anyhow::Result<()> {
     if args.pods == 0 {
         bail!("--pods must be at least 1");
     }
+    if !(4..=3600).contains(&args.node_lease_duration_s) {
+        bail!("--node-lease-duration-s must be between 4 and 3600");
+    }
     let (runtime, runtime_version) = runtime_of(&args.runtime).await?;
     let mut agent_config = AgentConfig::new(&name);
     agent_config.resync_period = Duration::from_secs(args.resync_s.max(1));
@@ -205,6 +211,7 @@ async fn run_node(args: Args) -> anyhow::Result<()> {
             pods: args.pods,
             kubelet_port: args.kubelet_port,
             runtime_version,
+            lease_duration_s: args.node_lease_duration_s,
         },
         agent: agent_config,
         proxy: !args.no_proxy,

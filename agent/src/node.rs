@@ -19,9 +19,8 @@ use api::{
 
 /// Where node Leases live.
 pub const NODE_LEASE_NAMESPACE: &str = "kube-node-lease";
-/// Lease renewal period (the kubelet's).
-pub const LEASE_RENEW_PERIOD: Duration = Duration::from_secs(10);
-/// Lease duration written in the Lease (the kubelet's 40 s).
+/// Lease duration written in the Lease by default (the kubelet's 40 s); the Lease is
+/// renewed every quarter of it (10 s), as the kubelet does.
 pub const LEASE_DURATION_S: i32 = 40;
 /// The node status (conditions with lastHeartbeatTime) is rewritten at least this often
 /// even when nothing changed, and at once when the server's Ready is not True.
@@ -45,6 +44,16 @@ pub struct NodeInfo {
     pub kubelet_port: u16,
     /// nodeInfo.containerRuntimeVersion ("docker://27.3.1", "fake://0").
     pub runtime_version: String,
+    /// The Lease's leaseDurationSeconds; renewed every quarter of it.
+    pub lease_duration_s: i32,
+}
+
+impl NodeInfo {
+    /// How often the Lease is renewed: a quarter of its duration, at least 1 s.
+    pub fn lease_renew_period(&self) -> Duration {
+        let ms = u64::try_from(self.lease_duration_s.max(4)).unwrap_or(40) * 250;
+        Duration::from_millis(ms)
+    }
 }
 
 /// Validates a CPU or memory flag with the shared quantity parser.
@@ -243,6 +252,26 @@ pub async fn register(client: &Client, info: &NodeInfo) -> Result<Node, api::Err
     client.update_status(&node, &PostParams::default()).await
 }
 
+/// [`register`], retried while no apiserver answers (connection errors, 5xx after the
+/// client's own attempts): the agent may start before the apiserver. Refusals (403,
+/// invalid) fail at once.
+pub async fn register_until_reachable(
+    client: &Client,
+    info: &NodeInfo,
+) -> Result<Node, api::Error> {
+    let mut pause = Duration::from_millis(500);
+    loop {
+        match register(client, info).await {
+            Err(e @ (api::Error::Unavailable { .. } | api::Error::Http(_))) => {
+                tracing::warn!(node = %info.name, error = %e, "apiserver unreachable; retrying the registration");
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(5));
+            }
+            other => return other,
+        }
+    }
+}
+
 /// One node's heartbeat state.
 pub struct NodeHeartbeat {
     pub info: NodeInfo,
@@ -278,7 +307,7 @@ impl NodeHeartbeat {
                         },
                         spec: Some(LeaseSpec {
                             holder_identity: Some(self.info.name.clone()),
-                            lease_duration_seconds: Some(LEASE_DURATION_S),
+                            lease_duration_seconds: Some(self.info.lease_duration_s),
                             renew_time: Some(now.clone()),
                             ..Default::default()
                         }),
@@ -300,7 +329,7 @@ impl NodeHeartbeat {
         };
         let spec = lease.spec.get_or_insert_with(Default::default);
         spec.holder_identity = Some(self.info.name.clone());
-        spec.lease_duration_seconds = Some(LEASE_DURATION_S);
+        spec.lease_duration_seconds = Some(self.info.lease_duration_s);
         spec.renew_time = Some(now);
         // On failure the next beat reads the Lease again (a conflict means someone else
         // wrote it; the read brings the current resourceVersion).
@@ -360,6 +389,7 @@ mod tests {
             pods: 110,
             kubelet_port: 10250,
             runtime_version: "fake://0".into(),
+            lease_duration_s: LEASE_DURATION_S,
         }
     }
 
@@ -399,6 +429,16 @@ mod tests {
         let new = conditions(Some(&was_unknown), Time(api::now()));
         let ready = new.iter().find(|c| c.type_ == "Ready").unwrap();
         assert_ne!(ready.last_transition_time, Some(old_time));
+    }
+
+    #[test]
+    fn lease_is_renewed_every_quarter_of_its_duration() {
+        let mut i = info();
+        assert_eq!(i.lease_renew_period(), Duration::from_secs(10));
+        i.lease_duration_s = 4;
+        assert_eq!(i.lease_renew_period(), Duration::from_secs(1));
+        i.lease_duration_s = 0;
+        assert_eq!(i.lease_renew_period(), Duration::from_secs(1));
     }
 
     #[test]

@@ -14,7 +14,7 @@ use tokio::sync::mpsc;
 
 use crate::agent::{Agent, AgentConfig};
 use crate::apisink::ApiStatusWriter;
-use crate::node::{LEASE_RENEW_PERIOD, NodeHeartbeat, NodeInfo};
+use crate::node::{NodeHeartbeat, NodeInfo};
 use crate::runtime::ContainerRuntime;
 
 /// Status writes in flight at once for one node.
@@ -51,7 +51,7 @@ impl NodeAgent {
         let log_addr = listener.local_addr()?;
         let mut node = config.node.clone();
         node.kubelet_port = log_addr.port();
-        crate::node::register(&client, &node)
+        crate::node::register_until_reachable(&client, &node)
             .await
             .with_context(|| format!("registering node {}", node.name))?;
         let stop = CancellationToken::new();
@@ -155,7 +155,8 @@ pub(crate) fn drain<T: Send + Sync + 'static>(
     });
 }
 
-/// Renews the node Lease every 10 s (after `offset`, to spread simulated nodes) and
+/// Renews the node Lease every quarter of its duration (after `offset`, to spread
+/// simulated nodes) and
 /// reports the node status when due or when the server's Ready is not True.
 pub(crate) async fn heartbeat(
     client: Client,
@@ -165,7 +166,7 @@ pub(crate) async fn heartbeat(
     stop: CancellationToken,
 ) {
     let start = tokio::time::Instant::now() + offset;
-    let mut tick = tokio::time::interval_at(start, LEASE_RENEW_PERIOD);
+    let mut tick = tokio::time::interval_at(start, beat.info.lease_renew_period());
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {

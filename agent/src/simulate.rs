@@ -21,7 +21,7 @@ use futures::StreamExt;
 
 use crate::agent::{Agent, AgentConfig};
 use crate::apisink::ApiStatusWriter;
-use crate::node::{LEASE_RENEW_PERIOD, NodeHeartbeat, NodeInfo};
+use crate::node::{LEASE_DURATION_S, NodeHeartbeat, NodeInfo};
 use crate::node_agent::{drain, heartbeat};
 use crate::runtime::FakeRuntime;
 
@@ -74,13 +74,14 @@ impl Simulation {
                 pods: config.pods,
                 kubelet_port: config.kubelet_port,
                 runtime_version: "fake://0".into(),
+                lease_duration_s: LEASE_DURATION_S,
             })
             .collect();
         let results: Vec<anyhow::Result<()>> = futures::stream::iter(infos.clone())
             .map(|info| {
                 let client = client.clone();
                 async move {
-                    crate::node::register(&client, &info)
+                    crate::node::register_until_reachable(&client, &info)
                         .await
                         .map(|_| ())
                         .with_context(|| format!("registering simulated node {}", info.name))
@@ -154,7 +155,7 @@ async fn run(
     let n = infos.len().max(1) as u32;
     let mut agents: HashMap<String, Agent> = HashMap::new();
     for (i, info) in infos.into_iter().enumerate() {
-        let offset = LEASE_RENEW_PERIOD * (i as u32) / n;
+        let offset = info.lease_renew_period() * (i as u32) / n;
         let mut agent_config = AgentConfig::new(&info.name);
         agent_config.host_ip = Some(config.ip);
         agent_config.max_pods = config.pods as usize;

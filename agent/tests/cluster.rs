@@ -92,10 +92,13 @@ spec:
     readinessProbe:
       httpGet: {{path: /ready.html, port: 8080}}
       periodSeconds: 1
+      timeoutSeconds: 10
       failureThreshold: 1
     livenessProbe:
       exec: {{command: ["sh", "-c", "! test -e /tmp/kill-me"]}}
       periodSeconds: 1
+      # Generous: a slow exec on a loaded machine must not count as a failure.
+      timeoutSeconds: 10
       failureThreshold: 1
 ---
 apiVersion: v1
@@ -406,8 +409,10 @@ async fn stopped_agent_goes_unknown_and_its_pods_move() -> Result<()> {
     let pid = std::process::id();
     let (a, b) = (format!("agent-a-{pid}"), format!("agent-b-{pid}"));
     let (_ca, _cb) = (Cleanup(a.clone()), Cleanup(b.clone()));
-    let mut agent_a = AgentProc::start(&cluster, &a, &loopback_ip(), &[]).await?;
-    let _agent_b = AgentProc::start(&cluster, &b, &loopback_ip(), &[]).await?;
+    // Lease of 4 s, renewed every second: within the controllers' 4 s grace period.
+    let fast = ["--node-lease-duration-s", "4"];
+    let mut agent_a = AgentProc::start(&cluster, &a, &loopback_ip(), &fast).await?;
+    let _agent_b = AgentProc::start(&cluster, &b, &loopback_ip(), &fast).await?;
     cluster.apply(
         "sleepers",
         r#"apiVersion: apps/v1
@@ -434,11 +439,15 @@ spec:
             .filter(|p| status_of(p) == ("Running", true))
             .count()
     };
-    eventually("one running pod on each node", || async {
+    let pods = eventually("one running pod on each node", || async {
         let pods = client.list_all::<Pod>(Some("default"), &params).await?.0;
-        Ok((on(&pods, &a) == 1 && on(&pods, &b) == 1).then_some(()))
+        Ok((on(&pods, &a) == 1 && on(&pods, &b) == 1).then_some(pods))
     })
     .await?;
+    let uid_on_b = pods
+        .iter()
+        .find(|p| p.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some(b.as_str()))
+        .and_then(|p| p.metadata.uid.clone());
 
     agent_a.kill();
     eventually("node a Unknown", || async {
@@ -455,6 +464,9 @@ spec:
         Ok((on(&pods, &b) == 2 && pods.len() == 2).then_some(()))
     })
     .await?;
+    // The live node's pod was never evicted (its heartbeats kept it Ready).
+    let pods = client.list_all::<Pod>(Some("default"), &params).await?.0;
+    assert!(pods.iter().any(|p| p.metadata.uid == uid_on_b));
     let b_node: Node = client.get(None, &b).await?;
     assert_eq!(
         b_node.status.as_ref().and_then(|s| {
