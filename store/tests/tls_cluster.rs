@@ -147,9 +147,8 @@ async fn tls_cluster_replicates_and_refuses_a_member_from_another_ca() {
         .collect::<Vec<_>>()
         .join(",");
     let ca = main.join("ca.pem");
-    for i in 0..3 {
-        let child = spawn(root.path(), &members[i], &initial, &main, &ca);
-        members[i].child = Some(child);
+    for m in members.iter_mut() {
+        m.child = Some(spawn(root.path(), m, &initial, &main, &ca));
     }
     let logs = || {
         (1..=4)
