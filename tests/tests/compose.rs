@@ -80,12 +80,19 @@ fn kubectl(kubeconfig: &Path, args: &[&str], stdin: Option<&str>) -> Result<Stri
         .spawn()
         .context("run kubectl")?;
     if let Some(input) = stdin {
-        child.stdin.take().context("stdin")?.write_all(input.as_bytes())?;
+        child
+            .stdin
+            .take()
+            .context("stdin")?
+            .write_all(input.as_bytes())?;
     }
     drop(child.stdin.take());
     let out = child.wait_with_output()?;
     if !out.status.success() {
-        bail!("kubectl {args:?}: {}", String::from_utf8_lossy(&out.stderr).trim());
+        bail!(
+            "kubectl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
@@ -149,7 +156,9 @@ fn docker_compose_runs_the_control_plane() -> Result<()> {
     // another is tried.
     let mut last_err = String::new();
     for attempt in 0..8u32 {
-        let seed = std::process::id().wrapping_mul(31).wrapping_add(attempt * 7919);
+        let seed = std::process::id()
+            .wrapping_mul(31)
+            .wrapping_add(attempt * 7919);
         let net = format!("10.{}.{}", 100 + seed % 150, (seed / 150) % 250);
         let mut c = Compose {
             project: format!("kvcompose{}x{attempt}", std::process::id()),
@@ -178,36 +187,51 @@ fn docker_compose_runs_the_control_plane() -> Result<()> {
 
     // The kubeconfig `init` wrote for the host (server: the published port).
     let kubeconfig = tmp.path().join("kubeconfig");
-    wait_for("the init container's kubeconfig", Duration::from_secs(60), || {
-        let id = compose.cmd(&["ps", "-q", "init"])?;
-        let st = Command::new("docker")
-            .args(["cp", &format!("{}:/seed/kubeconfig", id.trim())])
-            .arg(&kubeconfig)
-            .stderr(Stdio::null())
-            .status()?;
-        Ok(st.success())
-    })?;
+    wait_for(
+        "the init container's kubeconfig",
+        Duration::from_secs(60),
+        || {
+            let id = compose.cmd(&["ps", "-q", "init"])?;
+            let st = Command::new("docker")
+                .args(["cp", &format!("{}:/seed/kubeconfig", id.trim())])
+                .arg(&kubeconfig)
+                .stderr(Stdio::null())
+                .status()?;
+            Ok(st.success())
+        },
+    )?;
     let text = std::fs::read_to_string(&kubeconfig)?;
     ensure!(
         text.contains(&format!("server: https://127.0.0.1:{port}")),
         "kubeconfig does not point at the published port:\n{text}"
     );
 
-    wait_for("both nodes Ready through the published port", Duration::from_secs(180), || {
-        let nodes: Value = serde_json::from_str(&kubectl(&kubeconfig, &["get", "nodes", "-o", "json"], None)?)?;
-        let ready = nodes["items"]
-            .as_array()
-            .cloned()
-            .unwrap_or_default()
-            .iter()
-            .filter(|n| {
-                n.pointer("/status/conditions")
-                    .and_then(Value::as_array)
-                    .is_some_and(|cs| cs.iter().any(|c| c["type"] == "Ready" && c["status"] == "True"))
-            })
-            .count();
-        Ok(ready == 2)
-    })?;
+    wait_for(
+        "both nodes Ready through the published port",
+        Duration::from_secs(180),
+        || {
+            let nodes: Value = serde_json::from_str(&kubectl(
+                &kubeconfig,
+                &["get", "nodes", "-o", "json"],
+                None,
+            )?)?;
+            let ready = nodes["items"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+                .iter()
+                .filter(|n| {
+                    n.pointer("/status/conditions")
+                        .and_then(Value::as_array)
+                        .is_some_and(|cs| {
+                            cs.iter()
+                                .any(|c| c["type"] == "Ready" && c["status"] == "True")
+                        })
+                })
+                .count();
+            Ok(ready == 2)
+        },
+    )?;
 
     kubectl(&kubeconfig, &["apply", "-f", "-"], Some(DEPLOYMENT))?;
     let mut nodes = Vec::new();
@@ -221,7 +245,11 @@ fn docker_compose_runs_the_control_plane() -> Result<()> {
         nodes = items
             .iter()
             .filter(|p| p.pointer("/status/phase") == Some(&Value::from("Running")))
-            .filter_map(|p| p.pointer("/spec/nodeName").and_then(Value::as_str).map(String::from))
+            .filter_map(|p| {
+                p.pointer("/spec/nodeName")
+                    .and_then(Value::as_str)
+                    .map(String::from)
+            })
             .collect();
         Ok(items.len() == 3 && nodes.len() == 3)
     })?;
@@ -236,7 +264,15 @@ fn docker_compose_runs_the_control_plane() -> Result<()> {
     for lease in ["kube-scheduler", "kube-controller-manager"] {
         let holder = kubectl(
             &kubeconfig,
-            &["get", "lease", lease, "-n", "kube-system", "-o", "jsonpath={.spec.holderIdentity}"],
+            &[
+                "get",
+                "lease",
+                lease,
+                "-n",
+                "kube-system",
+                "-o",
+                "jsonpath={.spec.holderIdentity}",
+            ],
             None,
         )?;
         ensure!(!holder.trim().is_empty(), "{lease} has no holder");

@@ -7,9 +7,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
-use tests::cluster::{
-    self, Component, Features, Layout, MEMBERS, State, proc, status, wait_until,
-};
+use tests::cluster::{self, Component, Features, Layout, MEMBERS, State, proc, status, wait_until};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -172,7 +170,9 @@ async fn run(cli: Cli) -> Result<()> {
         Cmd::Snapshot { file } => snapshot(&cli.dir, &file).await,
         Cmd::Restore { file } => restore(&cli.dir, &file),
         Cmd::ComposeInit { api_port, net } => cluster::compose::init(&cli.dir, api_port, &net),
-        Cmd::ExecWithIp { toward, command } => cluster::compose::exec_with_ip(&toward, &command).await,
+        Cmd::ExecWithIp { toward, command } => {
+            cluster::compose::exec_with_ip(&toward, &command).await
+        }
     }
 }
 
@@ -321,7 +321,7 @@ async fn up(dir: &Path, args: UpArgs) -> Result<()> {
         .base_port
         .or(existing.as_ref().map(|s| s.base_port))
         .unwrap_or(6443);
-    if base_port < 1024 || base_port > 65000 {
+    if !(1024..=65000).contains(&base_port) {
         bail!("--base-port must be in 1024..=65000 (the cluster uses base..base+40)");
     }
     let agents = args
@@ -382,7 +382,12 @@ async fn up(dir: &Path, args: UpArgs) -> Result<()> {
     state.save(&dir)?;
     std::fs::create_dir_all(dir.join("logs"))?;
     let features = Features::probe(&layout);
-    println!("cluster in {} (ports {}..{})", dir.display(), base_port, base_port + 40);
+    println!(
+        "cluster in {} (ports {}..{})",
+        dir.display(),
+        base_port,
+        base_port + 40
+    );
     if runtime == "fake" {
         println!(
             "nodes are SIMULATED: {}; pods are reported Running but no container runs",
@@ -402,18 +407,33 @@ async fn up(dir: &Path, args: UpArgs) -> Result<()> {
     // Certificates for the store members (server+client: client and peer ports) and for
     // the store's clients (the apiservers, and `admin` for this tool and kvstore/etcdctl).
     let pki = layout.pki_dir();
-    let needed = ["ca.pem", "store-1.pem", "store-2.pem", "store-3.pem", "apiserver.pem", "admin.pem"];
+    let needed = [
+        "ca.pem",
+        "store-1.pem",
+        "store-2.pem",
+        "store-3.pem",
+        "apiserver.pem",
+        "admin.pem",
+    ];
     if needed.iter().any(|f| !pki.join(f).exists()) {
         let out = std::process::Command::new(layout.bin("kvstore"))
             .arg("certs")
             .arg("--dir")
             .arg(&pki)
-            .args(["--member", "store-1,store-2,store-3", "--client", "apiserver,admin"])
+            .args([
+                "--member",
+                "store-1,store-2,store-3",
+                "--client",
+                "apiserver,admin",
+            ])
             .args(["--hosts", "127.0.0.1,localhost"])
             .output()
             .context("run kvstore certs")?;
         if !out.status.success() {
-            bail!("kvstore certs failed: {}", String::from_utf8_lossy(&out.stderr));
+            bail!(
+                "kvstore certs failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
         }
         println!("  certificates  {}", pki.display());
     }
@@ -543,7 +563,10 @@ async fn up(dir: &Path, args: UpArgs) -> Result<()> {
     );
     let me = layout.bin("cluster");
     let d = dir.display();
-    println!("  {} --dir {d} status | kill store-leader | restart store-1 | down", me.display());
+    println!(
+        "  {} --dir {d} status | kill store-leader | restart store-1 | down",
+        me.display()
+    );
     println!("logs: {d}/logs/<component>.log");
     Ok(())
 }
@@ -630,7 +653,10 @@ fn restore(dir: &Path, file: &Path) -> Result<()> {
     }
     for (name, c) in &state.components {
         if name.starts_with("store-") && proc::alive(c.pid, &c.program) {
-            bail!("{name} is running (pid {}): run `cluster down` first", c.pid);
+            bail!(
+                "{name} is running (pid {}): run `cluster down` first",
+                c.pid
+            );
         }
     }
     let stamp = std::time::SystemTime::now()
@@ -642,9 +668,7 @@ fn restore(dir: &Path, file: &Path) -> Result<()> {
     for n in 1..=MEMBERS {
         let data = layout.dir.join(format!("store-{n}"));
         if data.exists() {
-            let kept = layout
-                .dir
-                .join(format!("store-{n}.before-restore-{stamp}"));
+            let kept = layout.dir.join(format!("store-{n}.before-restore-{stamp}"));
             std::fs::rename(&data, &kept)?;
             println!("kept the old data of store-{n} in {}", kept.display());
         }
@@ -668,6 +692,9 @@ fn restore(dir: &Path, file: &Path) -> Result<()> {
             );
         }
     }
-    println!("restored {} into 3 members; run `cluster up`", file.display());
+    println!(
+        "restored {} into 3 members; run `cluster up`",
+        file.display()
+    );
     Ok(())
 }

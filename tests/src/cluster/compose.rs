@@ -126,7 +126,11 @@ pub fn init(dir: &Path, api_port: u16, net: &str) -> Result<()> {
         "admin",
         &token_of["admin"],
     );
-    write_mode(&api_dir.join("admin.kubeconfig"), host_kubeconfig.as_bytes(), 0o600)?;
+    write_mode(
+        &api_dir.join("admin.kubeconfig"),
+        host_kubeconfig.as_bytes(),
+        0o600,
+    )?;
     write_mode(&dir.join("kubeconfig"), host_kubeconfig.as_bytes(), 0o644)?;
     let agent = kubeconfig_text(
         "https://apiserver-1:6443",
@@ -136,7 +140,10 @@ pub fn init(dir: &Path, api_port: u16, net: &str) -> Result<()> {
     );
     write_mode(&dir.join("agent.kubeconfig"), agent.as_bytes(), 0o600)?;
     std::fs::write(&done, b"")?;
-    println!("compose-init: wrote certificates, tokens and kubeconfigs to {}", dir.display());
+    println!(
+        "compose-init: wrote certificates, tokens and kubeconfigs to {}",
+        dir.display()
+    );
     Ok(())
 }
 

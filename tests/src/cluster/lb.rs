@@ -21,14 +21,7 @@ pub async fn run(listen: String, backends: Vec<String>) -> Result<()> {
     let listener = TcpListener::bind(listen.as_str())
         .await
         .with_context(|| format!("lb: bind {listen}"))?;
-    println!(
-        "lb: listening on {listen}, backends {}",
-        backends
-            .iter()
-            .cloned()
-            .collect::<Vec<_>>()
-            .join(",")
-    );
+    println!("lb: listening on {listen}, backends {}", backends.join(","));
     let backends = Arc::new(backends);
     let next = Arc::new(AtomicUsize::new(0));
     loop {

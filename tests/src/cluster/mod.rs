@@ -230,7 +230,10 @@ impl Layout {
             }
             "agent" => {
                 if n > self.agents {
-                    bail!("this cluster has {} agents; there is no {name}", self.agents);
+                    bail!(
+                        "this cluster has {} agents; there is no {name}",
+                        self.agents
+                    );
                 }
                 let ip = self.node_ip(n);
                 let mut args = vec![
@@ -372,7 +375,12 @@ pub fn write_kubeconfig(
         .lines()
         .find_map(|l| l.trim().strip_prefix("certificate-authority-data:"))
         .map(|v| v.trim().trim_matches('"').to_string())
-        .with_context(|| format!("no certificate-authority-data in {}", admin_kubeconfig.display()))?;
+        .with_context(|| {
+            format!(
+                "no certificate-authority-data in {}",
+                admin_kubeconfig.display()
+            )
+        })?;
     let out = format!(
         "apiVersion: v1\nkind: Config\nclusters:\n- name: kvstore-local\n  cluster:\n    server: {server}\n    certificate-authority-data: {ca}\nusers:\n- name: {user}\n  user:\n    token: {token}\ncontexts:\n- name: kvstore-local\n  context:\n    cluster: kvstore-local\n    user: {user}\n    namespace: default\ncurrent-context: kvstore-local\n"
     );

@@ -54,7 +54,9 @@ pub async fn store_members(layout: &Layout) -> Vec<StoreMember> {
 
 /// The name (`store-N`) of the member the answering members agree is leader.
 pub fn leader_name(members: &[StoreMember]) -> Option<String> {
-    let leader = members.iter().find_map(|m| m.leader_id.filter(|l| *l != 0))?;
+    let leader = members
+        .iter()
+        .find_map(|m| m.leader_id.filter(|l| *l != 0))?;
     members
         .iter()
         .find(|m| m.member_id == Some(leader))
@@ -166,7 +168,12 @@ pub async fn report(layout: &Layout, state: &super::State) -> String {
         }
     }
     let lb_pid = pid_text(layout, state, "lb");
-    let _ = writeln!(s, "  {:<12} {:<28} (kubectl's server) {lb_pid}", "lb", layout.lb_url());
+    let _ = writeln!(
+        s,
+        "  {:<12} {:<28} (kubectl's server) {lb_pid}",
+        "lb",
+        layout.lb_url()
+    );
     match admin_client(layout, &layout.apiserver_urls(), 3) {
         Ok(client) => {
             let _ = writeln!(s, "leases (kube-system):");
