@@ -197,6 +197,7 @@ async fn run_node(args: Args) -> anyhow::Result<()> {
     if !(4..=3600).contains(&args.node_lease_duration_s) {
         bail!("--node-lease-duration-s must be between 4 and 3600");
     }
+    let labels = agent::node::parse_labels(&args.labels)?;
     let (runtime, runtime_version) = runtime_of(&args.runtime).await?;
     let mut agent_config = AgentConfig::new(&name);
     agent_config.resync_period = Duration::from_secs(args.resync_s.max(1));
@@ -205,7 +206,7 @@ async fn run_node(args: Args) -> anyhow::Result<()> {
         node: NodeInfo {
             name: name.clone(),
             ip,
-            labels: agent::node::parse_labels(&args.labels)?,
+            labels,
             cpu,
             memory,
             pods: args.pods,

@@ -114,3 +114,77 @@ spec:
     .await?;
     Ok(())
 }
+
+/// The scale the scheduling bench needs: 1,000 simulated nodes in one process register,
+/// keep their leases, and run 200 pods.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_simulated_nodes_hold() -> Result<()> {
+    let cluster = Cluster::start(Duration::from_secs(40)).await?;
+    let client = cluster.client()?;
+    let prefix = format!("k{}", std::process::id());
+    let t0 = std::time::Instant::now();
+    let sim = AgentProc::simulate(&cluster, &prefix, 1000).await?;
+    eprintln!("1000 nodes registered in {:?}", t0.elapsed());
+    let nodes = client
+        .list_all::<Node>(None, &ListParams::default())
+        .await?
+        .0;
+    let ready_ours = nodes
+        .iter()
+        .filter(|n| {
+            n.metadata
+                .name
+                .as_deref()
+                .is_some_and(|x| x.starts_with(&prefix))
+        })
+        .filter(|n| ready(n))
+        .count();
+    assert_eq!(ready_ours, 1000);
+    eventually("1000 node leases", || async {
+        let leases = client
+            .list_all::<Lease>(Some("kube-node-lease"), &ListParams::default())
+            .await?
+            .0;
+        let n = leases
+            .iter()
+            .filter(|l| {
+                l.metadata
+                    .name
+                    .as_deref()
+                    .is_some_and(|x| x.starts_with(&prefix))
+            })
+            .count();
+        Ok((n == 1000).then_some(()))
+    })
+    .await?;
+    cluster.apply(
+        "big",
+        r#"apiVersion: apps/v1
+kind: Deployment
+metadata: {name: big, namespace: default}
+spec:
+  replicas: 200
+  selector: {matchLabels: {app: big}}
+  template:
+    metadata: {labels: {app: big}}
+    spec:
+      containers:
+      - {name: c, image: "anything:1", resources: {requests: {cpu: 100m}}}
+"#,
+    )?;
+    let t1 = std::time::Instant::now();
+    eventually("the Deployment's 200 pods available", || async {
+        let d: Deployment = client.get(Some("default"), "big").await?;
+        Ok((d.status.and_then(|s| s.available_replicas) == Some(200)).then_some(()))
+    })
+    .await?;
+    eprintln!("200 pods available in {:?}", t1.elapsed());
+    let rss = std::fs::read_to_string(format!("/proc/{}/status", sim.pid()))
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with("VmRSS"))
+        .unwrap_or("")
+        .to_string();
+    eprintln!("simulator {rss}");
+    Ok(())
+}

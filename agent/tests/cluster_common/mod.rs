@@ -346,6 +346,11 @@ impl AgentProc {
         self.spawn().await
     }
 
+    /// The agent's pid (0 when it is not running).
+    pub fn pid(&self) -> u32 {
+        self.proc.as_ref().map(|p| p.0.id()).unwrap_or(0)
+    }
+
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
