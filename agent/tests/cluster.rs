@@ -398,6 +398,43 @@ async fn restarted_agent_adopts_running_containers() -> Result<()> {
     );
     let uid = after.metadata.uid.clone().unwrap();
     assert_eq!(container_count(&name_filter(&uid)), 1, "no second attempt");
+
+    // A pod held by a finalizer is only marked on delete (deletionTimestamp): the agent
+    // stops and removes its containers while the object stays, as the kubelet does.
+    client
+        .patch::<Pod>(
+            Some("default"),
+            "kept",
+            &api::Patch::Merge(
+                serde_json::json!({"metadata": {"finalizers": ["example.com/hold"]}}),
+            ),
+            &api::PostParams::default(),
+        )
+        .await?;
+    cluster.kubectl(&["delete", "pod", "kept", "--wait=false"])?;
+    eventually("kept's containers removed while the pod is marked", || {
+        let uid = uid.clone();
+        async move { Ok((container_count(&name_filter(&uid)) == 0).then_some(())) }
+    })
+    .await?;
+    let marked: Pod = client.get(Some("default"), "kept").await?;
+    assert!(marked.metadata.deletion_timestamp.is_some());
+    client
+        .patch::<Pod>(
+            Some("default"),
+            "kept",
+            &api::Patch::Merge(serde_json::json!({"metadata": {"finalizers": null}})),
+            &api::PostParams::default(),
+        )
+        .await?;
+    eventually("kept gone", || async {
+        Ok(client
+            .get_opt::<Pod>(Some("default"), "kept")
+            .await?
+            .is_none()
+            .then_some(()))
+    })
+    .await?;
     Ok(())
 }
 

@@ -76,9 +76,11 @@ impl Drop for Proc {
 
 pub struct Cluster {
     _etcd: Proc,
-    _apiserver: Proc,
+    apiservers: Vec<Option<Proc>>,
     pub dir: TempDir,
+    /// The first apiserver's URL (the one in the kubeconfigs).
     pub url: String,
+    pub urls: Vec<String>,
     controllers: Option<CancellationToken>,
 }
 
@@ -106,6 +108,11 @@ impl Cluster {
 
     /// etcd + apiserver, no controllers.
     pub async fn start_bare() -> Result<Self> {
+        Self::start_bare_n(1).await
+    }
+
+    /// etcd + `n` apiservers over it (one data dir: one CA, one token file), no controllers.
+    pub async fn start_bare_n(n: usize) -> Result<Self> {
         let dir = tempfile::Builder::new().prefix("agent-e2e-").tempdir()?;
         let client_port = free_port();
         let peer_port = free_port();
@@ -130,39 +137,29 @@ impl Cluster {
             .spawn()
             .context("spawn etcd")?;
         let etcd = Proc(etcd);
-        let data = dir.path().join("data");
-        let log = std::fs::File::create(dir.path().join("apiserver.log"))?;
-        let mut child = Command::new(sibling_bin("apiserver")?)
-            .args([
-                "--etcd-servers",
-                &format!("http://127.0.0.1:{client_port}"),
-                "--bind-address",
-                "127.0.0.1",
-                "--secure-port",
-                &free_port().to_string(),
-                "--data-dir",
-                &data.display().to_string(),
-            ])
-            .env("RUST_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(log)
-            .spawn()
-            .context("spawn apiserver")?;
-        let stdout = child.stdout.take().context("apiserver stdout")?;
-        let apiserver = Proc(child);
-        let url = wait_line(stdout, "apiserver: serving on ", Duration::from_secs(60))
-            .await
-            .context("apiserver did not print its serving line")?;
+        let endpoint = format!("http://127.0.0.1:{client_port}");
+        let mut apiservers = Vec::new();
+        let mut urls = Vec::new();
+        for i in 0..n.max(1) {
+            let (p, url) = spawn_apiserver(dir.path(), i, &endpoint).await?;
+            apiservers.push(Some(p));
+            urls.push(url);
+        }
         let c = Cluster {
             _etcd: etcd,
-            _apiserver: apiserver,
+            apiservers,
             dir,
-            url,
+            url: urls[0].clone(),
+            urls,
             controllers: None,
         };
         c.write_agent_kubeconfig()?;
         Ok(c)
+    }
+
+    /// Kills apiserver `i` (SIGKILL).
+    pub fn kill_apiserver(&mut self, i: usize) {
+        self.apiservers[i] = None;
     }
 
     pub fn data_dir(&self) -> PathBuf {
@@ -226,9 +223,39 @@ impl Cluster {
         self.kubectl(&["apply", "-f", &path.display().to_string()])
     }
 
-    pub fn apiserver_log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("apiserver.log")).unwrap_or_default()
+    pub fn apiserver_log(&self, i: usize) -> String {
+        std::fs::read_to_string(self.dir.path().join(format!("apiserver-{i}.log")))
+            .unwrap_or_default()
     }
+}
+
+/// Starts apiserver `i` over `etcd` with the data dir under `dir`; waits until it serves.
+async fn spawn_apiserver(dir: &Path, i: usize, etcd: &str) -> Result<(Proc, String)> {
+    let data = dir.join("data");
+    let log = std::fs::File::create(dir.join(format!("apiserver-{i}.log")))?;
+    let mut child = Command::new(sibling_bin("apiserver")?)
+        .args([
+            "--etcd-servers",
+            etcd,
+            "--bind-address",
+            "127.0.0.1",
+            "--secure-port",
+            &free_port().to_string(),
+            "--data-dir",
+            &data.display().to_string(),
+        ])
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(log)
+        .spawn()
+        .context("spawn apiserver")?;
+    let stdout = child.stdout.take().context("apiserver stdout")?;
+    let proc = Proc(child);
+    let url = wait_line(stdout, "apiserver: serving on ", Duration::from_secs(60))
+        .await
+        .context("apiserver did not print its serving line")?;
+    Ok((proc, url))
 }
 
 /// Waits for a stdout line starting with `prefix`; returns the rest of it.
