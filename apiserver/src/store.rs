@@ -79,8 +79,11 @@ impl Store {
     /// Reads one key at the latest revision (a linearizable read). Returns the object
     /// and the store revision read at.
     pub async fn get(&self, key: &str) -> ApiResult<(Option<Stored>, i64)> {
-        let mut kv = self.client.kv_client();
-        let resp = timed(kv.get(key, None)).await?;
+        let resp = timed(|| {
+            let mut kv = self.client.kv_client();
+            async move { kv.get(key, None).await }
+        })
+        .await?;
         let revision = resp.header().map(|h| h.revision()).unwrap_or(0);
         let item = match resp.kvs().first() {
             Some(kv) => Some(decode(kv)?),
@@ -98,7 +101,6 @@ impl Store {
         limit: i64,
         revision: i64,
     ) -> ApiResult<Page> {
-        let mut kv = self.client.kv_client();
         let from = start.unwrap_or(prefix).to_string();
         let mut options = GetOptions::new().with_range(prefix_end(prefix));
         if limit > 0 {
@@ -107,7 +109,12 @@ impl Store {
         if revision > 0 {
             options = options.with_revision(revision);
         }
-        let resp = timed(kv.get(from, Some(options))).await?;
+        let resp = timed(|| {
+            let mut kv = self.client.kv_client();
+            let (from, options) = (from.clone(), options.clone());
+            async move { kv.get(from, Some(options)).await }
+        })
+        .await?;
         let revision = resp.header().map(|h| h.revision()).unwrap_or(0);
         let items = resp
             .kvs()
@@ -123,8 +130,14 @@ impl Store {
 
     /// The store's current revision.
     pub async fn current_revision(&self) -> ApiResult<i64> {
-        let mut kv = self.client.kv_client();
-        let resp = timed(kv.get("/registry/", Some(GetOptions::new().with_count_only()))).await?;
+        let resp = timed(|| {
+            let mut kv = self.client.kv_client();
+            async move {
+                kv.get("/registry/", Some(GetOptions::new().with_count_only()))
+                    .await
+            }
+        })
+        .await?;
         Ok(resp.header().map(|h| h.revision()).unwrap_or(0))
     }
 
@@ -135,8 +148,12 @@ impl Store {
         let txn = Txn::new()
             .when([Compare::mod_revision(key, CompareOp::Equal, 0)])
             .and_then([TxnOp::put(key, bytes, None)]);
-        let mut kv = self.client.kv_client();
-        let resp = timed(kv.txn(txn)).await?;
+        let resp = timed(|| {
+            let mut kv = self.client.kv_client();
+            let txn = txn.clone();
+            async move { kv.txn(txn).await }
+        })
+        .await?;
         let revision = resp.header().map(|h| h.revision()).unwrap_or(0);
         Ok(resp.succeeded().then_some(revision))
     }
@@ -148,8 +165,12 @@ impl Store {
         let txn = Txn::new()
             .when([Compare::mod_revision(key, CompareOp::Equal, expected)])
             .and_then([TxnOp::put(key, bytes, None)]);
-        let mut kv = self.client.kv_client();
-        let resp = timed(kv.txn(txn)).await?;
+        let resp = timed(|| {
+            let mut kv = self.client.kv_client();
+            let txn = txn.clone();
+            async move { kv.txn(txn).await }
+        })
+        .await?;
         let revision = resp.header().map(|h| h.revision()).unwrap_or(0);
         Ok(resp.succeeded().then_some(revision))
     }
@@ -160,8 +181,12 @@ impl Store {
         let txn = Txn::new()
             .when([Compare::mod_revision(key, CompareOp::Equal, expected)])
             .and_then([TxnOp::delete(key, Some(DeleteOptions::new()))]);
-        let mut kv = self.client.kv_client();
-        let resp = timed(kv.txn(txn)).await?;
+        let resp = timed(|| {
+            let mut kv = self.client.kv_client();
+            let txn = txn.clone();
+            async move { kv.txn(txn).await }
+        })
+        .await?;
         let revision = resp.header().map(|h| h.revision()).unwrap_or(0);
         if !resp.succeeded() {
             return Ok(None);
@@ -257,13 +282,37 @@ fn encode(value: &Value) -> ApiResult<Vec<u8>> {
     Ok(bytes)
 }
 
-async fn timed<T>(
-    fut: impl std::future::Future<Output = Result<T, etcd_client::Error>>,
-) -> ApiResult<T> {
-    match tokio::time::timeout(STORE_TIMEOUT, fut).await {
-        Ok(r) => r.map_err(ApiError::from),
-        Err(_) => Err(ApiError::ServiceUnavailable {
-            message: "the store did not answer in time".into(),
-        }),
+/// Runs one store call within `STORE_TIMEOUT`. A call that failed to connect (the
+/// request never left: a killed member's endpoint is still in the client's balanced
+/// list) is sent again, up to `CONNECT_RETRIES` times, and reaches another member;
+/// any other error or answer is final, so no request that may have been received is
+/// ever sent twice.
+async fn timed<T, F, Fut>(mut call: F) -> ApiResult<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, etcd_client::Error>>,
+{
+    const CONNECT_RETRIES: u32 = 6;
+    let deadline = tokio::time::Instant::now() + STORE_TIMEOUT;
+    let mut attempt = 0;
+    loop {
+        match tokio::time::timeout_at(deadline, call()).await {
+            Ok(Err(e)) if attempt < CONNECT_RETRIES && never_sent(&e) => {
+                attempt += 1;
+                tokio::time::sleep(Duration::from_millis(20 * u64::from(attempt))).await;
+            }
+            Ok(r) => return r.map_err(ApiError::from),
+            Err(_) => {
+                return Err(ApiError::ServiceUnavailable {
+                    message: "the store did not answer in time".into(),
+                });
+            }
+        }
     }
+}
+
+/// The transport could not connect to the chosen member: nothing was sent.
+fn never_sent(e: &etcd_client::Error) -> bool {
+    let text = e.to_string();
+    text.contains("tcp connect error") || text.contains("Connection refused")
 }

@@ -500,6 +500,14 @@ fn cluster_up_then_the_readme_story() -> Result<()> {
         "launcher: {} transient failure(s) of kubectl writes after the kills: {transient:#?}",
         transient.len()
     );
+    // A store client that keeps sending to the killed member fails about one request in
+    // three for as long as it is down (20 of 11 writes' attempts before the apiserver
+    // retried connect errors); a handful right at the kill is an election.
+    ensure!(
+        transient.len() <= 5,
+        "{} kubectl writes failed after the kills",
+        transient.len()
+    );
     wait_for(
         "4 web pods with a store member and an apiserver down",
         Duration::from_secs(240),

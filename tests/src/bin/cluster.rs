@@ -221,7 +221,7 @@ async fn resolve(layout: &Layout, component: &str) -> Result<String> {
             let holder = status::lease_holder(&client, "kube-controller-manager")
                 .await?
                 .context("nobody holds the kube-controller-manager lease")?;
-            apiserver_of_holder(layout, &holder)
+            status::apiserver_of_holder(layout, &holder)
                 .with_context(|| format!("which apiserver is lease holder {holder:?}?"))
         }
         other => {
@@ -229,25 +229,6 @@ async fn resolve(layout: &Layout, component: &str) -> Result<String> {
             Ok(other.to_string())
         }
     }
-}
-
-/// The apiserver whose identity is `holder`: identities name the host and port or pid.
-fn apiserver_of_holder(layout: &Layout, holder: &str) -> Option<String> {
-    let state = State::load(&layout.dir).ok()??;
-    for n in 1..=MEMBERS {
-        let name = format!("apiserver-{n}");
-        let port = layout.apiserver_port(n).to_string();
-        let pid = state.components.get(&name).map(|c| c.pid.to_string());
-        let has = |needle: &str| {
-            holder
-                .split(|c: char| !c.is_ascii_alphanumeric() && c != '-')
-                .any(|part| part == needle)
-        };
-        if has(&name) || has(&port) || pid.as_deref().is_some_and(has) {
-            return Some(name);
-        }
-    }
-    None
 }
 
 /// Starts `name` if its recorded process is not running; returns its pid.

@@ -100,6 +100,20 @@ pub async fn lease_holder(client: &api::Client, name: &str) -> Result<Option<Str
     }
 }
 
+/// The apiserver whose identity is `holder` (the apiserver's identities are
+/// `<address>:<port>_<uuid>`, so the port names it).
+pub fn apiserver_of_holder(layout: &Layout, holder: &str) -> Option<String> {
+    (1..=MEMBERS)
+        .find(|n| {
+            let port = layout.apiserver_port(*n).to_string();
+            let name = format!("apiserver-{n}");
+            holder
+                .split(|c: char| !c.is_ascii_alphanumeric() && c != '-')
+                .any(|part| part == port || part == name)
+        })
+        .map(|n| format!("apiserver-{n}"))
+}
+
 /// (node name, Ready condition status) for every Node.
 pub async fn nodes(client: &api::Client) -> Result<Vec<(String, String)>> {
     let list = client.get_json("/api/v1/nodes").await?;
@@ -179,7 +193,10 @@ pub async fn report(layout: &Layout, state: &super::State) -> String {
             let _ = writeln!(s, "leases (kube-system):");
             for lease in ["kube-scheduler", "kube-controller-manager"] {
                 let holder = match lease_holder(&client, lease).await {
-                    Ok(Some(h)) => h,
+                    Ok(Some(h)) => match apiserver_of_holder(layout, &h) {
+                        Some(a) => format!("{a} ({h})"),
+                        None => h,
+                    },
                     Ok(None) => "(none)".into(),
                     Err(e) => format!("(unknown: {e})"),
                 };
