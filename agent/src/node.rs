@@ -353,7 +353,15 @@ impl NodeHeartbeat {
         }
         let mut node = match current {
             Some(n) => n.clone(),
-            None => client.get::<Node>(None, &self.info.name).await?,
+            None => match client.get_opt::<Node>(None, &self.info.name).await? {
+                Some(n) => n,
+                None => {
+                    // Someone deleted the Node: register again.
+                    register(client, &self.info).await?;
+                    self.status_written = Some(tokio::time::Instant::now());
+                    return Ok(());
+                }
+            },
         };
         node.status = Some(node_status(&self.info, node.status.as_ref()));
         match client.update_status(&node, &PostParams::default()).await {

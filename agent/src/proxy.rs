@@ -9,7 +9,7 @@
 //! for the same node port: the first by `namespace/name` wins, the other is logged.
 //! A backend that refuses the connection is skipped for the next one.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
@@ -151,10 +151,11 @@ pub async fn run(client: Client, ip: IpAddr, shutdown: CancellationToken) {
         _ = async { services.wait_synced().await; endpoints.wait_synced().await } => {}
     }
     let mut listening: HashMap<u16, Listening> = HashMap::new();
+    let mut warned: HashSet<(u16, String)> = HashSet::new();
     let mut tick = tokio::time::interval(RESYNC);
     loop {
         let want = wanted(&services.list(), &endpoints);
-        apply(ip, &want, &mut listening, &shutdown).await;
+        apply(ip, &want, &mut listening, &mut warned, &shutdown).await;
         tokio::select! {
             _ = shutdown.cancelled() => break,
             _ = changed.recv() => {}
@@ -189,6 +190,7 @@ async fn apply(
     ip: IpAddr,
     want: &BTreeMap<u16, Rule>,
     listening: &mut HashMap<u16, Listening>,
+    warned: &mut HashSet<(u16, String)>,
     shutdown: &CancellationToken,
 ) {
     listening.retain(|port, l| {
@@ -221,9 +223,11 @@ async fn apply(
                     },
                 );
             }
-            // Retried on the next resync.
+            // Retried on every resync; said once per port and service.
             Err(e) => {
-                tracing::warn!(%addr, service = %rule.service, error = %e, "cannot listen for a service")
+                if warned.insert((*port, rule.service.clone())) {
+                    tracing::warn!(%addr, service = %rule.service, error = %e, "cannot listen for a service; will keep trying");
+                }
             }
         }
     }

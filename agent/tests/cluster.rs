@@ -185,6 +185,18 @@ async fn web_pod_runs_answers_through_its_service_and_recovers() -> Result<()> {
     .await?;
     assert!(body.starts_with("HTTP/1."), "{body}");
 
+    // What kubectl shows of the node and the pod.
+    let nodes = cluster.kubectl(&["get", "nodes"])?;
+    let row = nodes.lines().find(|l| l.starts_with(&name)).unwrap_or("");
+    assert!(row.split_whitespace().nth(1) == Some("Ready"), "{nodes}");
+    let wide = cluster.kubectl(&["get", "pod", "web", "-o", "wide"])?;
+    assert!(
+        wide.contains(st.pod_ip.as_deref().unwrap())
+            && wide.contains(&name)
+            && wide.contains("1/1"),
+        "{wide}"
+    );
+
     // kubectl logs (through the apiserver's pods/log to the agent), --tail.
     let logs = cluster.kubectl(&["logs", "web"])?;
     assert_eq!(

@@ -1,6 +1,7 @@
 //! `--apiserver URL1,URL2`: when the first apiserver dies, the agent carries on through
 //! the second — its Lease keeps being renewed and new pods bound to it still run (real
-//! etcd, two real apiservers, the real agent binary on the fake runtime).
+//! etcd, two real apiservers, the real agent binary on the fake runtime). A deleted Node
+//! object comes back: the agent registers it again.
 
 mod cluster_common;
 
@@ -67,5 +68,17 @@ async fn agent_fails_over_to_the_second_apiserver() -> Result<()> {
         Ok(running(&p).then_some(()))
     })
     .await?;
+
+    // A deleted Node object is registered again by its live agent.
+    let before: api::Node = second.get(None, &node).await?;
+    second
+        .delete::<api::Node>(None, &node, &api::DeleteParams::default())
+        .await?;
+    let again: api::Node = eventually("the node registered again", || async {
+        let n = second.get_opt::<api::Node>(None, &node).await?;
+        Ok(n.filter(|n| n.metadata.uid != before.metadata.uid))
+    })
+    .await?;
+    assert!(again.status.and_then(|s| s.allocatable).is_some());
     Ok(())
 }
