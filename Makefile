@@ -6,6 +6,8 @@
 export CARGO_TARGET_DIR ?= $(HOME)/.cache/kvstore/target
 
 DATA_DIR ?= data
+# Extra `cluster up` flags, e.g. `make up UP_ARGS="--simulate --agents 3"`.
+UP_ARGS ?=
 
 .PHONY: setup build up down status test lint images compose-up compose-down
 
@@ -17,7 +19,7 @@ build: setup
 
 # The local HA control plane (cluster up): detached processes, data and logs in $(DATA_DIR).
 up: build
-	DATA_DIR=$(DATA_DIR) ./scripts/up.sh
+	DATA_DIR=$(DATA_DIR) ./scripts/up.sh $(UP_ARGS)
 
 status:
 	$(CARGO_TARGET_DIR)/debug/cluster --dir $(DATA_DIR) status
