@@ -6,13 +6,20 @@
 //! history by the catch-up task until it reaches the published revision. Sends never
 //! block: a slow client only slows itself. Every send happens under the hub lock, so no
 //! event is sent after a cancel, none twice and none out of order.
+//!
+//! Fan-out encodes each event once: [`WatchHub::publish`] turns every event of a batch
+//! into its protobuf bytes (one variant with prev_kv, one without, each made only when a
+//! watcher needs it) and a watcher's response is the shared header bytes, its watch id
+//! and reference-counted event bytes ([`WatchOut::Encoded`]), written straight into the
+//! stream by [`WatchCodec`]. No event is cloned or re-encoded per watcher.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use etcd_client::proto::{PbEvent, PbResponseHeader, PbWatchResponse};
+use bytes::{BufMut, Bytes, BytesMut};
+use etcd_client::proto::{PbEvent, PbResponseHeader, PbWatchRequest, PbWatchResponse};
 use prost::Message;
 use tokio::sync::{Notify, mpsc};
 
@@ -20,7 +27,176 @@ use crate::error::Error;
 use crate::mvcc::MvccStore;
 
 /// What a stream's output channel carries.
-pub type WatchItem = Result<PbWatchResponse, tonic::Status>;
+pub type WatchItem = Result<WatchOut, tonic::Status>;
+
+/// One WatchResponse on its way to a client.
+#[derive(Debug, Clone)]
+pub enum WatchOut {
+    /// A response built as a message (created, canceled, progress, catch-up, fragments).
+    Msg(PbWatchResponse),
+    /// An event response of the fan-out, already in wire form: `header` is field 1
+    /// (tag and length included) shared by every watcher of the batch, then `watch_id`,
+    /// then each event as field 11, shared by every watcher that selected it.
+    Encoded {
+        header: Bytes,
+        watch_id: i64,
+        events: Vec<Bytes>,
+    },
+}
+
+impl From<PbWatchResponse> for WatchOut {
+    fn from(m: PbWatchResponse) -> Self {
+        WatchOut::Msg(m)
+    }
+}
+
+impl WatchOut {
+    /// Bytes on the wire (without gRPC framing).
+    pub fn encoded_len(&self) -> usize {
+        match self {
+            WatchOut::Msg(m) => m.encoded_len(),
+            WatchOut::Encoded {
+                header,
+                watch_id,
+                events,
+            } => {
+                header.len()
+                    + watch_id_len(*watch_id)
+                    + events.iter().map(Bytes::len).sum::<usize>()
+            }
+        }
+    }
+
+    /// Writes the response as protobuf.
+    pub fn write(&self, dst: &mut impl BufMut) {
+        match self {
+            WatchOut::Msg(m) => m
+                .encode(dst)
+                .expect("the gRPC encode buffer grows as needed"),
+            WatchOut::Encoded {
+                header,
+                watch_id,
+                events,
+            } => {
+                dst.put_slice(header);
+                if *watch_id != 0 {
+                    prost::encoding::int64::encode(WATCH_ID_FIELD, watch_id, dst);
+                }
+                for ev in events {
+                    dst.put_slice(ev);
+                }
+            }
+        }
+    }
+
+    /// The response as a message (tests, and anyone who wants to look inside).
+    pub fn into_message(self) -> PbWatchResponse {
+        match self {
+            WatchOut::Msg(m) => m,
+            other => {
+                let mut buf = BytesMut::with_capacity(other.encoded_len());
+                other.write(&mut buf);
+                PbWatchResponse::decode(buf.freeze()).expect("our own encoding decodes")
+            }
+        }
+    }
+}
+
+// rpc.proto WatchResponse field numbers.
+const HEADER_FIELD: u32 = 1;
+const WATCH_ID_FIELD: u32 = 2;
+const EVENTS_FIELD: u32 = 11;
+
+fn watch_id_len(watch_id: i64) -> usize {
+    if watch_id == 0 {
+        0
+    } else {
+        prost::encoding::int64::encoded_len(WATCH_ID_FIELD, &watch_id)
+    }
+}
+
+/// The Watch RPC's codec: requests decoded by prost, responses written by [`WatchOut::write`].
+#[derive(Debug, Clone, Default)]
+pub struct WatchCodec;
+
+#[derive(Debug, Clone, Default)]
+pub struct WatchEncoder;
+
+impl tonic::codec::Encoder for WatchEncoder {
+    type Item = WatchOut;
+    type Error = tonic::Status;
+
+    fn encode(
+        &mut self,
+        item: WatchOut,
+        dst: &mut tonic::codec::EncodeBuf<'_>,
+    ) -> Result<(), tonic::Status> {
+        item.write(dst);
+        Ok(())
+    }
+}
+
+impl tonic::codec::Codec for WatchCodec {
+    type Encode = WatchOut;
+    type Decode = PbWatchRequest;
+    type Encoder = WatchEncoder;
+    type Decoder = tonic_prost::ProstDecoder<PbWatchRequest>;
+
+    fn encoder(&mut self) -> WatchEncoder {
+        WatchEncoder
+    }
+
+    fn decoder(&mut self) -> Self::Decoder {
+        tonic_prost::ProstDecoder::default()
+    }
+}
+
+/// The events of one publish call, each encoded at most once per prev_kv variant.
+struct EncodedBatch<'a> {
+    outputs: &'a [Published],
+    /// Per output, per event: [without prev_kv, with prev_kv].
+    cache: Vec<Vec<[std::cell::OnceCell<Bytes>; 2]>>,
+    header: Bytes,
+}
+
+impl<'a> EncodedBatch<'a> {
+    fn new(outputs: &'a [Published], header: &PbResponseHeader) -> Self {
+        let cache = outputs
+            .iter()
+            .map(|o| o.events.iter().map(|_| Default::default()).collect())
+            .collect();
+        let mut buf = BytesMut::with_capacity(header.encoded_len() + 4);
+        prost::encoding::message::encode(HEADER_FIELD, header, &mut buf);
+        EncodedBatch {
+            outputs,
+            cache,
+            header: buf.freeze(),
+        }
+    }
+
+    /// Event `e` of output `o` as field 11, with or without its prev_kv.
+    fn event(&self, o: usize, e: usize, with_prev: bool) -> Bytes {
+        let ev = &self.outputs[o].events[e];
+        // Without a prev_kv the two variants are the same bytes.
+        let variant = usize::from(with_prev && ev.prev_kv.is_some());
+        self.cache[o][e][variant]
+            .get_or_init(|| {
+                let mut buf = BytesMut::new();
+                if variant == 1 || ev.prev_kv.is_none() {
+                    prost::encoding::message::encode(EVENTS_FIELD, ev, &mut buf);
+                } else {
+                    let trimmed = PbEvent {
+                        r#type: ev.r#type,
+                        kv: ev.kv.clone(),
+                        prev_kv: None,
+                    };
+                    prost::encoding::message::encode(EVENTS_FIELD, &trimmed, &mut buf);
+                }
+                buf.freeze()
+            })
+            .clone()
+    }
+}
 
 /// Most revisions read from history in one catch-up step (bounds memory per step).
 const CATCH_UP_REVISIONS: i64 = 256;
@@ -224,6 +400,7 @@ impl WatchHub {
         let Some(last) = outputs.last() else {
             return;
         };
+        let batch = EncodedBatch::new(outputs, &self.headers.header(last.revision));
         let mut inner = self.lock();
         let mut closed = Vec::new();
         let mut lagging = false;
@@ -232,20 +409,47 @@ impl WatchHub {
                 continue;
             }
             let mut events = Vec::new();
+            let mut size = 0;
             let mut first_rev = None;
-            for out in outputs {
+            for (o, out) in outputs.iter().enumerate() {
                 if out.events.is_empty() || out.revision < w.next_rev {
                     continue;
                 }
                 let before = events.len();
-                select_events(&w.spec, &out.events, &mut events);
+                for (e, ev) in out.events.iter().enumerate() {
+                    if selects(&w.spec, ev) {
+                        let bytes = batch.event(o, e, w.spec.prev_kv);
+                        size += bytes.len();
+                        events.push(bytes);
+                    }
+                }
                 if events.len() > before && first_rev.is_none() {
                     first_rev = Some(out.revision);
                 }
             }
             if !events.is_empty() {
-                let resp = self.event_response(w.spec.watch_id, last.revision, events);
-                match send_all(&w.tx, self.split(&w.spec, resp)) {
+                let parts = if w.spec.fragment && size > self.max_response_bytes && events.len() > 1
+                {
+                    // Rare: a fragmented watch over the limit takes the message path.
+                    let mut msgs = Vec::new();
+                    for out in outputs {
+                        if out.revision >= w.next_rev {
+                            select_events(&w.spec, &out.events, &mut msgs);
+                        }
+                    }
+                    let resp = self.event_response(w.spec.watch_id, last.revision, msgs);
+                    self.split(&w.spec, resp)
+                        .into_iter()
+                        .map(WatchOut::Msg)
+                        .collect()
+                } else {
+                    vec![WatchOut::Encoded {
+                        header: batch.header.clone(),
+                        watch_id: w.spec.watch_id,
+                        events,
+                    }]
+                };
+                match send_all(&w.tx, parts) {
                     SendOutcome::Sent => {}
                     SendOutcome::Full => {
                         // Fall back to history from the first revision not delivered.
@@ -386,7 +590,8 @@ impl WatchHub {
                     select_events(&spec, &all, &mut events);
                     if !events.is_empty() {
                         let resp = self.event_response(spec.watch_id, last, events);
-                        match send_all(&w.tx, self.split(&spec, resp)) {
+                        let parts = self.split(&spec, resp).into_iter().map(WatchOut::Msg);
+                        match send_all(&w.tx, parts.collect()) {
                             SendOutcome::Sent => {}
                             SendOutcome::Full => return,
                             SendOutcome::Closed => {
@@ -406,7 +611,7 @@ impl WatchHub {
                         canceled: true,
                         ..Default::default()
                     };
-                    if let SendOutcome::Full = send_all(&w.tx, vec![resp]) {
+                    if let SendOutcome::Full = send_all(&w.tx, vec![WatchOut::Msg(resp)]) {
                         return;
                     }
                     drop(inner);
@@ -435,7 +640,7 @@ impl WatchHub {
                     watch_id: w.spec.watch_id,
                     ..Default::default()
                 };
-                let _ = w.tx.try_send(Ok(resp));
+                let _ = w.tx.try_send(Ok(WatchOut::Msg(resp)));
             }
         }
     }
@@ -448,7 +653,7 @@ enum SendOutcome {
 }
 
 /// Sends all parts or none: the permits are taken together.
-fn send_all(tx: &mpsc::Sender<WatchItem>, parts: Vec<PbWatchResponse>) -> SendOutcome {
+fn send_all(tx: &mpsc::Sender<WatchItem>, parts: Vec<WatchOut>) -> SendOutcome {
     match tx.try_reserve_many(parts.len()) {
         Ok(permits) => {
             for (permit, part) in permits.zip(parts) {
@@ -461,16 +666,21 @@ fn send_all(tx: &mpsc::Sender<WatchItem>, parts: Vec<PbWatchResponse>) -> SendOu
     }
 }
 
+/// Whether the watch selects this event (its range and filters).
+fn selects(spec: &WatchSpec, ev: &PbEvent) -> bool {
+    let Some(kv) = &ev.kv else { return false };
+    if !crate::mvcc::in_range(&kv.key, &spec.key, &spec.range_end) {
+        return false;
+    }
+    let is_put = ev.r#type == crate::mvcc::EVENT_PUT;
+    !((is_put && spec.no_put) || (!is_put && spec.no_delete))
+}
+
 /// Appends the events of `all` that the watch selects (range and filters), trimming
 /// prev_kv when it was not asked for.
 fn select_events(spec: &WatchSpec, all: &[PbEvent], out: &mut Vec<PbEvent>) {
     for ev in all {
-        let Some(kv) = &ev.kv else { continue };
-        if !crate::mvcc::in_range(&kv.key, &spec.key, &spec.range_end) {
-            continue;
-        }
-        let is_put = ev.r#type == crate::mvcc::EVENT_PUT;
-        if (is_put && spec.no_put) || (!is_put && spec.no_delete) {
+        if !selects(spec, ev) {
             continue;
         }
         let mut ev = ev.clone();

@@ -494,7 +494,14 @@ async fn etcdctl_manages_the_cluster() {
     // member add --learner, start it, promote it, remove an old member.
     let mut c = cluster.client(0).await;
     for i in 0..100 {
-        c.put(format!("k{i}"), "v", None).await.unwrap();
+        // Right after the transfer a put may still meet "leader changed", as with etcd:
+        // clients retry it.
+        let mut tries = 0;
+        while let Err(e) = c.put(format!("k{i}"), "v", None).await {
+            tries += 1;
+            assert!(tries < 50, "put k{i} keeps failing: {e}");
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
     }
     let new = cluster.new_member();
     let peer = cluster.peer_url(new);

@@ -31,7 +31,7 @@ use std::time::{Duration, Instant};
 
 use etcd_client::proto::{
     PbClusterServer, PbKvServer, PbLeaseRevokeRequest, PbLeaseServer, PbMaintenanceServer,
-    PbResponseHeader, PbWatchServer,
+    PbResponseHeader,
 };
 use openraft::ServerState;
 use openraft::async_runtime::WatchReceiver;
@@ -408,10 +408,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         .add_service(
             PbKvServer::new(kv::KvService(node.clone())).max_decoding_message_size(max_msg),
         )
-        .add_service(
-            PbWatchServer::new(watch::WatchService(node.clone()))
-                .max_decoding_message_size(max_msg),
-        )
+        .add_service(watch::WatchService::new(node.clone(), max_msg))
         .add_service(PbLeaseServer::new(lease::LeaseService(node.clone())))
         .add_service(PbMaintenanceServer::new(maintenance::MaintenanceService(
             node.clone(),

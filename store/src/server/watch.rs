@@ -1,19 +1,28 @@
 //! The Watch service: one task per stream reads create, cancel and progress requests and
 //! registers watchers with the hub; all responses of the stream go through one bounded
 //! channel, so a created response always precedes the watch's events.
+//!
+//! The service is served by hand rather than through the generated `WatchServer`, whose
+//! codec only takes `WatchResponse` messages: ours ([`WatchCodec`]) also writes the
+//! hub's pre-encoded event responses, so fan-out never re-encodes an event per watcher.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use etcd_client::proto::{PbWatchRequest, PbWatchRequestUnion, PbWatchResponse, PbWatchService};
+use std::convert::Infallible;
+use std::task::{Context, Poll};
+
+use etcd_client::proto::{PbWatchRequest, PbWatchRequestUnion, PbWatchResponse};
 use futures::StreamExt;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
+use tonic::codegen::{BoxFuture, Service, StdError, http};
+use tonic::server::NamedService;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::Node;
 use crate::auth::Caller;
-use crate::watch::{Registered, WatchItem, WatchSpec, WatcherKey};
+use crate::watch::{Registered, WatchCodec, WatchItem, WatchOut, WatchSpec, WatcherKey};
 
 /// Responses buffered per stream; when full, the stream's watchers fall back to history.
 const STREAM_BUFFER: usize = 1024;
@@ -23,21 +32,68 @@ const MAX_WATCHES_PER_STREAM: usize = 100_000;
 const FILTER_NOPUT: i32 = 0;
 const FILTER_NODELETE: i32 = 1;
 
-pub struct WatchService(pub Arc<Node>);
+/// The `etcdserverpb.Watch` gRPC service.
+#[derive(Clone)]
+pub struct WatchService {
+    node: Arc<Node>,
+    max_decoding_message_size: usize,
+}
 
-#[tonic::async_trait]
-impl PbWatchService for WatchService {
-    type WatchStream = ReceiverStream<WatchItem>;
+impl WatchService {
+    pub fn new(node: Arc<Node>, max_decoding_message_size: usize) -> Self {
+        WatchService {
+            node,
+            max_decoding_message_size,
+        }
+    }
+}
 
-    async fn watch(
-        &self,
-        req: Request<Streaming<PbWatchRequest>>,
-    ) -> Result<Response<Self::WatchStream>, Status> {
-        // The stream's identity is fixed when it opens (etcd reads the token once).
-        let caller = self.0.caller(&req)?;
-        let (tx, rx) = mpsc::channel(STREAM_BUFFER);
-        tokio::spawn(serve_stream(self.0.clone(), caller, req.into_inner(), tx));
-        Ok(Response::new(ReceiverStream::new(rx)))
+impl NamedService for WatchService {
+    const NAME: &'static str = "etcdserverpb.Watch";
+}
+
+impl<B> Service<http::Request<B>> for WatchService
+where
+    B: tonic::codegen::Body + Send + 'static,
+    B::Error: Into<StdError> + Send + 'static,
+{
+    type Response = http::Response<tonic::body::Body>;
+    type Error = Infallible;
+    type Future = BoxFuture<Self::Response, Self::Error>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: http::Request<B>) -> Self::Future {
+        if req.uri().path() != "/etcdserverpb.Watch/Watch" {
+            return Box::pin(async { Ok(Status::unimplemented("").into_http()) });
+        }
+        let method = WatchMethod(self.node.clone());
+        let limit = self.max_decoding_message_size;
+        Box::pin(async move {
+            let mut grpc = tonic::server::Grpc::new(WatchCodec).max_decoding_message_size(limit);
+            Ok(grpc.streaming(method, req).await)
+        })
+    }
+}
+
+struct WatchMethod(Arc<Node>);
+
+impl tonic::server::StreamingService<PbWatchRequest> for WatchMethod {
+    type Response = WatchOut;
+    type ResponseStream = ReceiverStream<WatchItem>;
+    type Future = BoxFuture<Response<Self::ResponseStream>, Status>;
+
+    fn call(&mut self, req: Request<Streaming<PbWatchRequest>>) -> Self::Future {
+        let node = self.0.clone();
+        Box::pin(async move {
+            // The stream's identity is fixed when it opens (etcd reads the token once).
+            let caller = node.caller(&req)?;
+            let (tx, rx) = mpsc::channel(STREAM_BUFFER);
+            tokio::spawn(serve_stream(node, caller, req.into_inner(), tx));
+            Ok(Response::new(ReceiverStream::new(rx)))
+        })
     }
 }
 
@@ -78,7 +134,7 @@ async fn serve_stream(
                         ),
                         ..Default::default()
                     };
-                    tx.send(Ok(resp)).await.is_ok()
+                    tx.send(Ok(resp.into())).await.is_ok()
                 } else if watches.contains_key(&id) || watches.len() >= MAX_WATCHES_PER_STREAM {
                     let reason = if watches.contains_key(&id) {
                         "mvcc: duplicate watch ID provided on the WatchStream"
@@ -93,7 +149,7 @@ async fn serve_stream(
                         cancel_reason: reason.into(),
                         ..Default::default()
                     };
-                    tx.send(Ok(resp)).await.is_ok()
+                    tx.send(Ok(resp.into())).await.is_ok()
                 } else {
                     let spec = WatchSpec {
                         watch_id: id,
@@ -112,7 +168,7 @@ async fn serve_stream(
                         created: true,
                         ..Default::default()
                     };
-                    if tx.send(Ok(created)).await.is_err() {
+                    if tx.send(Ok(created.into())).await.is_err() {
                         break;
                     }
                     match node.hub.register(spec, tx.clone()) {
@@ -128,7 +184,7 @@ async fn serve_stream(
                                 canceled: true,
                                 ..Default::default()
                             };
-                            tx.send(Ok(resp)).await.is_ok()
+                            tx.send(Ok(resp.into())).await.is_ok()
                         }
                     }
                 }
@@ -142,7 +198,7 @@ async fn serve_stream(
                         canceled: true,
                         ..Default::default()
                     };
-                    tx.send(Ok(resp)).await.is_ok()
+                    tx.send(Ok(resp.into())).await.is_ok()
                 }
                 None => true,
             },
@@ -155,7 +211,7 @@ async fn serve_stream(
                     watch_id: -1,
                     ..Default::default()
                 };
-                tx.send(Ok(resp)).await.is_ok()
+                tx.send(Ok(resp.into())).await.is_ok()
             }
             None => true,
         };
