@@ -21,6 +21,11 @@ use tokio::sync::Notify;
 use crate::sink::StatusSink;
 use crate::spec::PodKey;
 
+/// Events waiting to be sent; more are dropped (events are best effort, as in the kubelet).
+const EVENT_QUEUE: usize = 1024;
+/// The Events' source component (what `kubectl describe` shows under "From").
+const EVENT_COMPONENT: &str = "kubelet";
+
 /// Pause before retrying writes that failed.
 const RETRY_PAUSE: Duration = Duration::from_millis(500);
 
@@ -35,10 +40,19 @@ struct Shared {
     wake: Notify,
 }
 
+/// One Event to record.
+struct PodEvent {
+    key: PodKey,
+    warning: bool,
+    reason: String,
+    message: String,
+}
+
 /// Records the agent's status changes and writes them to the apiserver in the background.
 #[derive(Clone)]
 pub struct ApiStatusWriter {
     shared: Arc<Shared>,
+    events: tokio::sync::mpsc::Sender<PodEvent>,
 }
 
 impl ApiStatusWriter {
@@ -54,6 +68,8 @@ impl ApiStatusWriter {
             pending: Mutex::new(HashMap::new()),
             wake: Notify::new(),
         });
+        let (events, rx) = tokio::sync::mpsc::channel(EVENT_QUEUE);
+        tokio::spawn(send_events(client.clone(), rx, shutdown.clone()));
         tokio::spawn(run(
             client,
             pods,
@@ -61,7 +77,7 @@ impl ApiStatusWriter {
             concurrency.max(1),
             shutdown,
         ));
-        Self { shared }
+        Self { shared, events }
     }
 
     fn put(&self, key: &PodKey, wish: Wish) {
@@ -90,6 +106,43 @@ impl StatusSink for ApiStatusWriter {
 
     fn pod_terminated(&self, key: &PodKey) {
         self.put(key, Wish::Delete);
+    }
+
+    fn pod_event(&self, key: &PodKey, warning: bool, reason: &str, message: &str) {
+        let _ = self.events.try_send(PodEvent {
+            key: key.clone(),
+            warning,
+            reason: reason.into(),
+            message: message.into(),
+        });
+    }
+}
+
+async fn send_events(
+    client: Client,
+    mut rx: tokio::sync::mpsc::Receiver<PodEvent>,
+    shutdown: CancellationToken,
+) {
+    loop {
+        let e = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            e = rx.recv() => match e { Some(e) => e, None => return },
+        };
+        let object = api::ObjectReference {
+            api_version: Some("v1".into()),
+            kind: Some("Pod".into()),
+            namespace: Some(e.key.namespace.clone()),
+            name: Some(e.key.name.clone()),
+            uid: Some(e.key.uid.clone()),
+            ..Default::default()
+        };
+        let kind = if e.warning { "Warning" } else { "Normal" };
+        if let Err(err) = client
+            .create_event(&object, kind, &e.reason, &e.message, EVENT_COMPONENT)
+            .await
+        {
+            tracing::debug!(pod = %e.key, error = %err, "event not recorded");
+        }
     }
 }
 

@@ -18,6 +18,9 @@ pub trait StatusSink: Send + Sync + 'static {
     fn pod_status(&self, key: &PodKey, status: &PodStatus);
     /// The pod's containers are all stopped and removed after its deletion.
     fn pod_terminated(&self, key: &PodKey);
+    /// Something worth an Event on the pod happened (`warning`: type Warning, else
+    /// Normal), with the kubelet's reasons: Started, Killing, BackOff, Failed.
+    fn pod_event(&self, _key: &PodKey, _warning: bool, _reason: &str, _message: &str) {}
 }
 
 #[derive(Default)]

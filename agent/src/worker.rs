@@ -52,6 +52,8 @@ struct Track {
     /// When the last image lookup failed, and the runtime's message.
     image_failed: Option<(Instant, String)>,
     probes: Option<ProbeSet>,
+    /// The exited attempt a BackOff event was already sent for.
+    backoff_reported: Option<String>,
 }
 
 pub(crate) struct PodWorker {
@@ -252,6 +254,15 @@ impl PodWorker {
                     "liveness"
                 };
                 tracing::info!(pod = %self.key, container = %container.name, "{which} probe failed; killing the container");
+                self.ctx.sink.pod_event(
+                    &self.key,
+                    false,
+                    "Killing",
+                    &format!(
+                        "Container {} failed {which} probe, will be restarted",
+                        container.name
+                    ),
+                );
                 let track = self.tracks.entry(container.name.clone()).or_default();
                 track.probes = None;
                 if let Err(e) = self.ctx.runtime.stop(&c.id, self.grace()).await {
@@ -315,11 +326,21 @@ impl PodWorker {
                 let delay = track.crash_backoff.delay(config);
                 let ready_at = track.exit_seen.as_ref().map(|(_, at)| *at + delay);
                 let attempt = c.labels.attempt + 1;
+                let exited_id = c.id.clone();
                 view.current = Some(c);
                 if !will_restart {
                     return view;
                 }
                 if ready_at.is_some_and(|at| Instant::now() < at) {
+                    if track.backoff_reported.as_deref() != Some(exited_id.as_str()) {
+                        track.backoff_reported = Some(exited_id);
+                        self.ctx.sink.pod_event(
+                            &self.key,
+                            true,
+                            "BackOff",
+                            &format!("Back-off restarting failed container {}", container.name),
+                        );
+                    }
                     view.waiting = Some((
                         "CrashLoopBackOff".into(),
                         format!(
@@ -449,6 +470,12 @@ impl PodWorker {
                 let track = self.tracks.entry(container.name.clone()).or_default();
                 track.image_backoff.record_failure();
                 track.image_failed = Some((Instant::now(), message.clone()));
+                self.ctx.sink.pod_event(
+                    &self.key,
+                    true,
+                    "Failed",
+                    &format!("Failed to pull image \"{image}\": {message}"),
+                );
                 view.waiting = Some(("ErrImagePull".into(), message));
                 let ready_at = Instant::now() + track.image_backoff.delay(&config);
                 self.schedule_wake(Some(ready_at));
@@ -470,6 +497,12 @@ impl PodWorker {
             Ok(info) => {
                 if info.state.is_running() {
                     track.running_seen = Some((id, Instant::now()));
+                    self.ctx.sink.pod_event(
+                        &self.key,
+                        false,
+                        "Started",
+                        &format!("Started container {}", container.name),
+                    );
                 }
                 view.current = Some(info);
             }

@@ -290,6 +290,30 @@ async fn web_pod_runs_answers_through_its_service_and_recovers() -> Result<()> {
     })
     .await?;
 
+    // The agent's Events on the pod, as `kubectl describe` shows them.
+    let events = eventually("Started and Killing events", || async {
+        let list = client
+            .list_all::<api::Event>(Some("default"), &ListParams::default())
+            .await?
+            .0;
+        let mine: Vec<(String, String)> = list
+            .into_iter()
+            .filter(|e| e.involved_object.name.as_deref() == Some("web"))
+            .map(|e| (e.reason.unwrap_or_default(), e.message.unwrap_or_default()))
+            .collect();
+        let has = |r: &str| mine.iter().any(|(reason, _)| reason == r);
+        Ok((has("Started") && has("Killing")).then_some(mine))
+    })
+    .await?;
+    assert!(
+        events
+            .iter()
+            .any(|(r, m)| r == "Killing" && m.contains("failed liveness probe")),
+        "{events:?}"
+    );
+    let describe = cluster.kubectl(&["describe", "pod", "web"])?;
+    assert!(describe.contains("Started container web"), "{describe}");
+
     // A missing image: ErrImagePull / ImagePullBackOff with Docker's message.
     cluster.apply(
         "missing",
