@@ -135,6 +135,8 @@ struct State {
     workers: HashMap<String, WorkerHandle>,
     /// Whether a complete pod set has arrived; before it, nothing is an orphan.
     synced: bool,
+    /// Workers stopping their pod's containers: not orphans while they are at it.
+    terminating: HashMap<String, WorkerHandle>,
 }
 
 async fn run(ctx: Arc<WorkerContext>, mut rx: mpsc::Receiver<Command>) {
@@ -142,6 +144,7 @@ async fn run(ctx: Arc<WorkerContext>, mut rx: mpsc::Receiver<Command>) {
         ctx: ctx.clone(),
         workers: HashMap::new(),
         synced: false,
+        terminating: HashMap::new(),
     };
     let mut events = open_events(&ctx).await;
     let mut relist = tokio::time::interval(ctx.config.resync_period);
@@ -214,7 +217,8 @@ impl State {
         for uid in gone {
             if let Some(worker) = self.workers.remove(&uid) {
                 // The worker stops and removes the containers, then ends by itself.
-                terminate(worker);
+                terminate(&worker);
+                self.terminating.insert(uid, worker);
             }
         }
         self.synced = true;
@@ -270,6 +274,7 @@ impl State {
     /// labels carry and removed.
     async fn relist(&mut self) {
         self.workers.retain(|_, w| !w.task.is_finished());
+        self.terminating.retain(|_, w| !w.task.is_finished());
         if !self.synced {
             return;
         }
@@ -284,10 +289,10 @@ impl State {
                 return;
             }
         };
-        for c in containers
-            .into_iter()
-            .filter(|c| !self.workers.contains_key(&c.labels.pod_uid))
-        {
+        for c in containers.into_iter().filter(|c| {
+            !self.workers.contains_key(&c.labels.pod_uid)
+                && !self.terminating.contains_key(&c.labels.pod_uid)
+        }) {
             tracing::info!(container = %c.id, pod = %c.labels.pod_name, "removing an orphaned container");
             let runtime = self.ctx.runtime.clone();
             let grace = Duration::from_secs(c.labels.grace_s.into());
@@ -311,9 +316,10 @@ impl State {
     }
 }
 
-fn terminate(worker: WorkerHandle) {
+fn terminate(worker: &WorkerHandle) {
     // Must arrive even when the worker's queue is full.
+    let tx = worker.tx.clone();
     tokio::spawn(async move {
-        let _ = worker.tx.send(WorkerMsg::Terminate).await;
+        let _ = tx.send(WorkerMsg::Terminate).await;
     });
 }
