@@ -257,6 +257,43 @@ fn all_pids_gone(dir: &Path) -> Result<Vec<String>> {
         .collect())
 }
 
+/// Runs `cluster ARGS` expecting failure; returns stderr.
+fn cluster_fails(dir: &Path, args: &[&str]) -> Result<String> {
+    let out = Command::new(bin_dir().join("cluster"))
+        .arg("--dir")
+        .arg(dir)
+        .args(args)
+        .output()?;
+    ensure!(!out.status.success(), "cluster {args:?} succeeded");
+    Ok(String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+#[test]
+fn bad_input_gets_a_clear_error() -> Result<()> {
+    ensure!(
+        bin_dir().join("cluster").is_file(),
+        "build the workspace first"
+    );
+    let tmp = tempfile::tempdir()?;
+    let empty = tmp.path().join("empty");
+    std::fs::create_dir(&empty)?;
+    for cmd in [&["status"][..], &["down"], &["kill", "store-1"]] {
+        let e = cluster_fails(&empty, cmd)?;
+        ensure!(e.contains("no cluster in"), "{cmd:?}: {e}");
+    }
+    let e = cluster_fails(&empty, &["up", "--base-port", "80"])?;
+    ensure!(e.contains("--base-port must be in 1024..=65000"), "{e}");
+    let e = cluster_fails(&empty, &["up", "--agents", "100"])?;
+    ensure!(e.contains("--agents must be at most 64"), "{e}");
+    let e = cluster_fails(&empty, &["up", "--bin-dir", tmp.path().to_str().unwrap()])?;
+    ensure!(e.contains("is missing: build the workspace first"), "{e}");
+    // A state file from elsewhere is refused, not overwritten.
+    std::fs::write(empty.join("state.json"), "{}")?;
+    let e = cluster_fails(&empty, &["status"])?;
+    ensure!(e.contains("is not a cluster state file"), "{e}");
+    Ok(())
+}
+
 #[test]
 fn cluster_up_then_the_readme_story() -> Result<()> {
     let bins = bin_dir();

@@ -400,3 +400,120 @@ pub fn docker_available() -> bool {
         .status()
         .is_ok_and(|s| s.success())
 }
+
+#[cfg(test)]
+mod unit {
+    use super::*;
+
+    fn layout() -> Layout {
+        Layout {
+            dir: PathBuf::from("/tmp/c"),
+            bin_dir: PathBuf::from("/bin"),
+            base_port: 7000,
+            agents: 2,
+            runtime: "fake".into(),
+            node_prefix: "node".into(),
+        }
+    }
+
+    #[test]
+    fn ports_do_not_overlap() {
+        let l = layout();
+        let mut ports = l.all_ports();
+        let n = ports.len();
+        ports.sort();
+        ports.dedup();
+        assert_eq!(ports.len(), n);
+        assert_eq!(n, 1 + 3 * 3 + 2);
+        assert!(ports.iter().all(|p| (7000..7040).contains(p)));
+    }
+
+    #[test]
+    fn component_names_parse_and_bad_ones_are_refused() {
+        assert_eq!(split_name("store-2").unwrap(), ("store", 2));
+        assert_eq!(split_name("agent-7").unwrap(), ("agent", 7));
+        assert_eq!(split_name("lb").unwrap(), ("lb", 0));
+        for bad in ["store-4", "store-0", "apiserver", "etcd-1", "agent-x", ""] {
+            let e = split_name(bad).unwrap_err().to_string();
+            assert!(e.contains("unknown component"), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn commands_use_tls_everywhere() {
+        let l = layout();
+        let f = Features {
+            apiserver_controllers: true,
+        };
+        let (_, store) = l.command("store-1", &f).unwrap();
+        let store = store.join(" ");
+        assert!(store.contains("--listen-client-urls https://127.0.0.1:7011"));
+        assert!(store.contains("--client-cert-auth"));
+        assert!(store.contains("--peer-client-cert-auth"));
+        assert!(store.contains("store-3=https://127.0.0.1:7023"));
+        let (_, api) = l.command("apiserver-2", &f).unwrap();
+        let api = api.join(" ");
+        assert!(api.contains(
+            "--etcd-servers https://127.0.0.1:7011,https://127.0.0.1:7012,https://127.0.0.1:7013"
+        ));
+        assert!(api.contains("--etcd-certfile /tmp/c/pki/apiserver.pem"));
+        assert!(api.contains("--controllers"));
+        let (_, agent) = l.command("agent-2", &f).unwrap();
+        let agent = agent.join(" ");
+        assert!(agent.contains("--node-name node-2 --node-ip 127.0.0.3"));
+        assert!(agent.contains("--runtime fake"));
+        assert!(l.command("agent-3", &f).is_err());
+    }
+
+    #[test]
+    fn lease_holders_map_to_apiservers_by_port() {
+        let l = layout();
+        assert_eq!(
+            status::apiserver_of_holder(&l, "127.0.0.1:7002_0123abcd").as_deref(),
+            Some("apiserver-2")
+        );
+        assert_eq!(
+            status::apiserver_of_holder(&l, "127.0.0.1:9999_7002x"),
+            None
+        );
+    }
+
+    #[test]
+    fn tokens_are_read_by_user() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("tokens.csv");
+        std::fs::write(&f, "aaa,admin,admin,\"system:masters\"\nbbb,system:node:agent,system:node:agent,\"system:nodes\"\n").unwrap();
+        assert_eq!(token_of(&f, "admin").unwrap(), "aaa");
+        assert_eq!(token_of(&f, "system:node:agent").unwrap(), "bbb");
+        assert!(token_of(&f, "nobody").is_err());
+    }
+
+    #[test]
+    fn state_round_trips() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(State::load(dir.path()).unwrap().is_none());
+        let mut s = State {
+            base_port: 7000,
+            agents: 2,
+            runtime: "docker".into(),
+            node_prefix: "node".into(),
+            bin_dir: "/bin".into(),
+            components: Default::default(),
+        };
+        s.components.insert(
+            "lb".into(),
+            Component {
+                pid: 42,
+                program: "/bin/cluster".into(),
+                args: vec!["lb".into()],
+                log: "/tmp/lb.log".into(),
+            },
+        );
+        s.save(dir.path()).unwrap();
+        let back = State::load(dir.path()).unwrap().unwrap();
+        assert_eq!(back.components["lb"].pid, 42);
+        std::fs::write(State::path(dir.path()), "not json").unwrap();
+        let e = State::load(dir.path()).unwrap_err().to_string();
+        assert!(e.contains("is not a cluster state file"), "{e}");
+    }
+}
