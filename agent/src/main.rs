@@ -150,7 +150,8 @@ async fn runtime_of(name: &str) -> anyhow::Result<(Arc<dyn ContainerRuntime>, St
             let docker = DockerRuntime::connect(agent::runtime::DEFAULT_CALL_TIMEOUT)
                 .await
                 .context("connecting to Docker")?;
-            (Arc::new(docker), "docker://".to_string())
+            let version = docker.server_version().await.unwrap_or_default();
+            (Arc::new(docker), format!("docker://{version}"))
         }
         "fake" => (Arc::new(FakeRuntime::new()), "fake://0".to_string()),
         other => bail!("unknown --runtime {other:?} (docker or fake)"),

@@ -151,6 +151,15 @@ async fn web_pod_runs_answers_through_its_service_and_recovers() -> Result<()> {
             .as_ref()
             .is_some_and(|a| a.contains_key("cpu"))
     );
+    let runtime = status
+        .node_info
+        .clone()
+        .unwrap_or_default()
+        .container_runtime_version;
+    assert!(
+        runtime.starts_with("docker://") && runtime.len() > "docker://".len(),
+        "{runtime}"
+    );
     let lease: api::Lease = eventually("the node lease", || async {
         Ok(client
             .get_opt::<api::Lease>(Some("kube-node-lease"), &name)

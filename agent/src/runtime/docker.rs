@@ -48,6 +48,15 @@ pub struct DockerRuntime {
 }
 
 impl DockerRuntime {
+    /// The daemon's version ("27.3.1"), for the node's containerRuntimeVersion.
+    pub async fn server_version(&self) -> Option<String> {
+        bounded("version", self.call_timeout, self.docker.version())
+            .await
+            .ok()?
+            .ok()?
+            .version
+    }
+
     /// Connects to the local daemon (DOCKER_HOST or /var/run/docker.sock) and agrees on
     /// an API version the daemon speaks.
     pub async fn connect(call_timeout: Duration) -> Result<Self> {
