@@ -565,3 +565,76 @@ spec:
     }
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn service_proxy_round_robins_over_ready_pods() -> Result<()> {
+    ensure_image();
+    let cluster = Cluster::start(Duration::from_secs(40)).await?;
+    let client = cluster.client()?;
+    let ip = loopback_ip();
+    let name = format!("agent-rr-{}", std::process::id());
+    let _cleanup = Cleanup(name.clone());
+    let _agent = AgentProc::start(&cluster, &name, &ip, &[]).await?;
+    let port = free_port_on(&ip);
+    cluster.apply(
+        "rr",
+        &format!(
+            r#"apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: rr, namespace: default}}
+spec:
+  replicas: 2
+  selector: {{matchLabels: {{app: rr}}}}
+  template:
+    metadata: {{labels: {{app: rr}}}}
+    spec:
+      terminationGracePeriodSeconds: 1
+      containers:
+      - name: web
+        image: kvstore-busybox:latest
+        command: ["sh", "-c", "hostname > /www/index.html; exec httpd -f -p 8080 -h /www"]
+        readinessProbe: {{tcpSocket: {{port: 8080}}, periodSeconds: 1}}
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: rr, namespace: default}}
+spec:
+  selector: {{app: rr}}
+  ports: [{{port: {port}, targetPort: 8080}}]
+"#
+        ),
+    )?;
+    eventually("two ready endpoints", || async {
+        let eps = client.get_opt::<Endpoints>(Some("default"), "rr").await?;
+        Ok(eps.filter(|e| ready_endpoint_ips(e).len() == 2))
+    })
+    .await?;
+    let addr = format!("{ip}:{port}");
+    // The proxy may still be taking in the second endpoint: wait until both answer.
+    eventually("both pods answering through the proxy", || async {
+        let a = http_get(&addr, "/index.html").await?;
+        let b = http_get(&addr, "/index.html").await?;
+        let (a, b) = (body(&a), body(&b));
+        Ok((!a.is_empty() && !b.is_empty() && a != b).then_some(()))
+    })
+    .await?;
+    let mut answers = Vec::new();
+    for _ in 0..6 {
+        answers.push(body(&http_get(&addr, "/index.html").await?));
+    }
+    // Strict alternation: each connection goes to the next backend.
+    assert!(answers.iter().all(|a| !a.is_empty()), "{answers:?}");
+    assert_ne!(answers[0], answers[1], "{answers:?}");
+    for i in 2..answers.len() {
+        assert_eq!(answers[i], answers[i - 2], "{answers:?}");
+    }
+    Ok(())
+}
+
+/// The body of an HTTP answer.
+fn body(answer: &str) -> String {
+    answer
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.trim().to_string())
+        .unwrap_or_default()
+}
