@@ -422,9 +422,18 @@ async fn logs_are_served_over_http_with_tail_and_follow() {
     let http = reqwest::Client::builder().no_proxy().build().unwrap();
     let base = format!("http://{addr}/containerLogs/default/chatty/talker");
 
-    let all = http.get(&base).send().await.unwrap();
-    assert_eq!(all.status(), 200);
-    let text = all.text().await.unwrap();
+    // Running is not yet "has written its first lines" on a loaded machine: read until
+    // the third line is there.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let text = loop {
+        let all = http.get(&base).send().await.unwrap();
+        assert_eq!(all.status(), 200);
+        let text = all.text().await.unwrap();
+        if text.contains("three\n") || tokio::time::Instant::now() > deadline {
+            break text;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
     assert!(text.starts_with("one\ntwo\nthree\n"), "{text:?}");
 
     let tail = http
