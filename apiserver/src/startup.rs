@@ -156,9 +156,18 @@ fn controller_settings(config: &Config) -> anyhow::Result<controllers::RunConfig
         anyhow::ensure!(v > 0, "--{flag} must be at least 1");
         Ok(Duration::from_secs(v))
     };
-    let lease = secs("leader-elect-lease-duration-s", config.leader_elect_lease_duration_s)?;
-    let renew = secs("leader-elect-renew-deadline-s", config.leader_elect_renew_deadline_s)?;
-    let retry = secs("leader-elect-retry-period-s", config.leader_elect_retry_period_s)?;
+    let lease = secs(
+        "leader-elect-lease-duration-s",
+        config.leader_elect_lease_duration_s,
+    )?;
+    let renew = secs(
+        "leader-elect-renew-deadline-s",
+        config.leader_elect_renew_deadline_s,
+    )?;
+    let retry = secs(
+        "leader-elect-retry-period-s",
+        config.leader_elect_retry_period_s,
+    )?;
     anyhow::ensure!(
         renew < lease,
         "--leader-elect-renew-deadline-s ({}) must be less than --leader-elect-lease-duration-s ({})",

@@ -77,14 +77,20 @@ fn deployment(name: &str, ns: &str, replicas: i32) -> Result<Deployment> {
 
 async fn pods_of(client: &Client, ns: &str, app: &str) -> Result<Vec<Pod>> {
     Ok(client
-        .list_all::<Pod>(Some(ns), &ListParams::default().labels(&format!("app={app}")))
+        .list_all::<Pod>(
+            Some(ns),
+            &ListParams::default().labels(&format!("app={app}")),
+        )
         .await?
         .0)
 }
 
 async fn replicasets_of(client: &Client, ns: &str, app: &str) -> Result<Vec<ReplicaSet>> {
     Ok(client
-        .list_all::<ReplicaSet>(Some(ns), &ListParams::default().labels(&format!("app={app}")))
+        .list_all::<ReplicaSet>(
+            Some(ns),
+            &ListParams::default().labels(&format!("app={app}")),
+        )
         .await?
         .0)
 }
@@ -127,11 +133,18 @@ async fn ha_data_dirs_share_the_ca_and_the_tokens() -> Result<()> {
     let d1 = c.data_dir_of(1);
     assert_ne!(d0, d1);
     for f in HA_SEED_FILES {
-        assert_eq!(std::fs::read(d0.join(f))?, std::fs::read(d1.join(f))?, "{f}");
+        assert_eq!(
+            std::fs::read(d0.join(f))?,
+            std::fs::read(d1.join(f))?,
+            "{f}"
+        );
     }
     let cert0 = std::fs::read_to_string(d0.join("pki/apiserver.crt"))?;
     let cert1 = std::fs::read_to_string(d1.join("pki/apiserver.crt"))?;
-    assert_ne!(cert0, cert1, "the second apiserver issues its own certificate");
+    assert_ne!(
+        cert0, cert1,
+        "the second apiserver issues its own certificate"
+    );
     for i in 0..2 {
         // Only server i in the list: no failover can hide a refusal.
         let admin = client_for(&c, &[c.url_of(i)])?;
@@ -290,7 +303,10 @@ async fn controllers_in_the_apiserver_collect_garbage_by_policy() -> Result<()> 
         .collect();
     assert_eq!(dependents.len(), 4, "3 pods + 1 ReplicaSet: {deleted_rv:?}");
     for (k, rv) in &dependents {
-        assert!(**rv < owner_rv, "{k} deleted at {rv}, after the owner at {owner_rv}");
+        assert!(
+            **rv < owner_rv,
+            "{k} deleted at {rv}, after the owner at {owner_rv}"
+        );
     }
     assert!(
         client
@@ -315,9 +331,12 @@ async fn controllers_in_the_apiserver_collect_garbage_by_policy() -> Result<()> 
     let sets = wait_for("the ReplicaSet to lose its owner reference", || async {
         let sets = replicasets_of(&client, "default", "orph").await?;
         Ok((sets.len() == 1
-            && sets
-                .iter()
-                .all(|s| s.metadata.owner_references.as_ref().is_none_or(Vec::is_empty)))
+            && sets.iter().all(|s| {
+                s.metadata
+                    .owner_references
+                    .as_ref()
+                    .is_none_or(Vec::is_empty)
+            }))
         .then_some(sets))
     })
     .await?;
@@ -399,16 +418,30 @@ async fn namespace_deletion_empties_then_removes_the_namespace() -> Result<()> {
     let msg = e.to_string();
     assert!(msg.contains("403"), "{msg}");
     assert!(
-        msg.contains("unable to create new content in namespace team because it is being terminated"),
+        msg.contains(
+            "unable to create new content in namespace team because it is being terminated"
+        ),
         "{msg}"
     );
 
     // Everything but the held Service goes; the namespace waits for it.
     wait_for("the namespace's contents to go", || async {
-        let pods = client.list_all::<Pod>(Some("team"), &ListParams::default()).await?.0;
-        let sets = client.list_all::<ReplicaSet>(Some("team"), &ListParams::default()).await?.0;
-        let deps = client.list_all::<Deployment>(Some("team"), &ListParams::default()).await?.0;
-        let sas = client.list_all::<api::ServiceAccount>(Some("team"), &ListParams::default()).await?.0;
+        let pods = client
+            .list_all::<Pod>(Some("team"), &ListParams::default())
+            .await?
+            .0;
+        let sets = client
+            .list_all::<ReplicaSet>(Some("team"), &ListParams::default())
+            .await?
+            .0;
+        let deps = client
+            .list_all::<Deployment>(Some("team"), &ListParams::default())
+            .await?
+            .0;
+        let sas = client
+            .list_all::<api::ServiceAccount>(Some("team"), &ListParams::default())
+            .await?
+            .0;
         Ok((pods.is_empty() && sets.is_empty() && deps.is_empty() && sas.is_empty()).then_some(()))
     })
     .await?;
@@ -429,7 +462,11 @@ async fn namespace_deletion_empties_then_removes_the_namespace() -> Result<()> {
         )
         .await?;
     wait_for("the namespace to go", || async {
-        Ok(client.get_opt::<Namespace>(None, "team").await?.is_none().then_some(()))
+        Ok(client
+            .get_opt::<Namespace>(None, "team")
+            .await?
+            .is_none()
+            .then_some(()))
     })
     .await?;
     // The name is free again.
@@ -512,18 +549,15 @@ async fn killing_the_lease_holder_hands_over_without_double_creation() -> Result
     .await?;
     let before = lease_of("kube-controller-manager").await?;
     c.kill_apiserver(holder_index);
-    let last_renew = before
-        .renew_time
-        .context("renewTime")?
-        .0
-        .as_millisecond();
+    let last_renew = before.renew_time.context("renewTime")?.0.as_millisecond();
     let seen_pods_at_kill = pods_of(&client, "default", "ha").await?.len();
 
     let after = wait_for("another holder", || async {
         let l = lease_of("kube-controller-manager").await?;
-        Ok((l.holder_identity.as_deref() != Some(holder.as_str())
-            && l.holder_identity.is_some())
-        .then_some(l))
+        Ok(
+            (l.holder_identity.as_deref() != Some(holder.as_str()) && l.holder_identity.is_some())
+                .then_some(l),
+        )
     })
     .await?;
     let acquired = after
@@ -604,7 +638,11 @@ async fn killing_the_lease_holder_hands_over_without_double_creation() -> Result
         "the watch never showed every current pod as ADDED"
     );
     let unique: BTreeSet<&String> = pods_added.iter().collect();
-    assert_eq!(sets_added.len(), 1, "ReplicaSets ever created: {sets_added:?}");
+    assert_eq!(
+        sets_added.len(),
+        1,
+        "ReplicaSets ever created: {sets_added:?}"
+    );
     assert_eq!(
         pods_added.len(),
         REPLICAS,

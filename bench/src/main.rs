@@ -7,6 +7,7 @@
 mod clients;
 mod cluster;
 mod compare;
+mod control_plane;
 mod failover;
 mod lease;
 mod memory;
@@ -84,6 +85,9 @@ enum BenchCommand {
     WatchMemory(memory::MemoryArgs),
     /// Put throughput with and without TLS, etcd vs kvstore.
     TlsCost(tls::TlsCostArgs),
+    /// Scheduler and controllers at scale: pods scheduled per second and a Deployment
+    /// to Running, over simulated nodes, on etcd and on kvstore.
+    ControlPlane(control_plane::ControlPlaneArgs),
 }
 
 #[tokio::main]
@@ -107,6 +111,7 @@ async fn main() -> Result<()> {
         BenchCommand::Failover(args) => return failover::run(args).await,
         BenchCommand::WatchMemory(args) => return memory::run(args).await,
         BenchCommand::TlsCost(args) => return tls::run(args).await,
+        BenchCommand::ControlPlane(args) => return control_plane::run(args).await,
     };
     report::print(&report, cli.global.json)
 }

@@ -152,7 +152,8 @@ pub async fn delete(
     uid: &str,
     policy: Option<&str>,
 ) -> Result<(), Error> {
-    let mut options = json!({"kind": "DeleteOptions", "apiVersion": "v1", "preconditions": {"uid": uid}});
+    let mut options =
+        json!({"kind": "DeleteOptions", "apiVersion": "v1", "preconditions": {"uid": uid}});
     if let Some(p) = policy {
         options["propagationPolicy"] = json!(p);
     }
@@ -170,7 +171,11 @@ pub async fn delete(
 pub async fn json_patch(client: &Client, path: &str, ops: &Value) -> Result<Value, Error> {
     let body = Bytes::from(ops.to_string());
     let (code, resp) = client
-        .raw(Method::PATCH, path, Some((body, "application/json-patch+json")))
+        .raw(
+            Method::PATCH,
+            path,
+            Some((body, "application/json-patch+json")),
+        )
         .await?;
     check(path, &Method::PATCH, code, &resp)
 }

@@ -26,7 +26,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use api::{
-    ClusterRole, ClusterRoleBinding, Client, Deployment, Endpoints, Informer, InformerConfig,
+    Client, ClusterRole, ClusterRoleBinding, Deployment, Endpoints, Informer, InformerConfig,
     InformerEvent, Lease, ListParams, Namespace, Node, Object, ObjectMeta, OwnerReference, Pod,
     ReplicaSet, Role, RoleBinding, Service, ServiceAccount, WorkQueue,
 };
@@ -237,7 +237,8 @@ pub async fn run(client: Client, shutdown: CancellationToken) {
     // many, short-lived, and never owners).
     let (mut a, mut b, mut c, mut d, mut e, mut f, mut g) =
         (vec![], vec![], vec![], vec![], vec![], vec![], vec![]);
-    let (mut h, mut i, mut j, mut k, mut l, mut m) = (vec![], vec![], vec![], vec![], vec![], vec![]);
+    let (mut h, mut i, mut j, mut k, mut l, mut m) =
+        (vec![], vec![], vec![], vec![], vec![], vec![]);
     watch_kind::<Pod>(&client, tx.clone(), &mut a, &shutdown);
     watch_kind::<ReplicaSet>(&client, tx.clone(), &mut b, &shutdown);
     watch_kind::<Deployment>(&client, tx.clone(), &mut c, &shutdown);
@@ -265,7 +266,10 @@ pub async fn run(client: Client, shutdown: CancellationToken) {
                     _ = stop.cancelled() => return,
                     c = rx.recv() => match c { Some(c) => c, None => return },
                 };
-                let wake = graph.lock().unwrap_or_else(|p| p.into_inner()).apply(change);
+                let wake = graph
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .apply(change);
                 for uid in wake {
                     enqueue(&q, uid);
                 }
@@ -415,8 +419,10 @@ impl Collector {
         }
         // Not in the graph: ask the server (the graph may lag behind a new owner).
         let Some(r) = self.resources.by_kind(&owner.api_version, &owner.kind) else {
-            // A kind the server does not serve cannot exist.
-            return Ok(OwnerState::Dangling);
+            // A kind discovery does not know cannot be checked: never delete on a guess
+            // (Kubernetes' collector, too, leaves such dependents alone).
+            tracing::debug!(kind = %owner.kind, api_version = %owner.api_version, "owner of an unknown kind; left alone");
+            return Ok(OwnerState::Solid);
         };
         let ns = if r.namespaced { namespace } else { None };
         let live = discovery::get(&self.client, &r.object_path(ns, &owner.name)).await?;
@@ -506,11 +512,7 @@ impl Collector {
 
     /// Foreground: delete the dependents; drop the finalizer once none that blocks is
     /// left.
-    async fn delete_dependents_first(
-        &self,
-        uid: &str,
-        node: &GraphNode,
-    ) -> Result<Requeue, Error> {
+    async fn delete_dependents_first(&self, uid: &str, node: &GraphNode) -> Result<Requeue, Error> {
         let deps = self.dependents(uid);
         let mut blocking = 0;
         for (dep_uid, dep) in &deps {
@@ -587,9 +589,15 @@ mod tests {
         let mut g = Graph::default();
         let wake = g.apply(Change::Upsert("rs".into(), node(vec![], &[], false)));
         assert!(wake.is_empty(), "an ownerless live object needs no work");
-        let wake = g.apply(Change::Upsert("p1".into(), node(vec![owner("rs", true)], &[], false)));
+        let wake = g.apply(Change::Upsert(
+            "p1".into(),
+            node(vec![owner("rs", true)], &[], false),
+        ));
         assert_eq!(wake, vec!["p1".to_string()]);
-        g.apply(Change::Upsert("p2".into(), node(vec![owner("rs", true)], &[], false)));
+        g.apply(Change::Upsert(
+            "p2".into(),
+            node(vec![owner("rs", true)], &[], false),
+        ));
         assert_eq!(g.dependents_of("rs").len(), 2);
         let mut wake = g.apply(Change::Delete("rs".into()));
         wake.sort();
@@ -605,12 +613,18 @@ mod tests {
             node(vec![], &[FOREGROUND], true),
         ));
         assert_eq!(wake, vec!["rs".to_string()]);
-        g.apply(Change::Upsert("p1".into(), node(vec![owner("rs", true)], &[], false)));
+        g.apply(Change::Upsert(
+            "p1".into(),
+            node(vec![owner("rs", true)], &[], false),
+        ));
         let wake = g.apply(Change::Delete("p1".into()));
         assert_eq!(wake, vec!["rs".to_string()]);
         assert!(g.dependents_of("rs").is_empty());
         // A reference removed (orphaning) also wakes the former owner.
-        g.apply(Change::Upsert("p2".into(), node(vec![owner("rs", true)], &[], false)));
+        g.apply(Change::Upsert(
+            "p2".into(),
+            node(vec![owner("rs", true)], &[], false),
+        ));
         let wake = g.apply(Change::Upsert("p2".into(), node(vec![], &[], false)));
         assert_eq!(wake, vec!["rs".to_string()]);
         assert!(g.dependents_of("rs").is_empty());

@@ -185,7 +185,15 @@ pub fn bootstrap_policy() -> Vec<Value> {
                 rule(
                     all,
                     all,
-                    &["get", "list", "watch", "patch", "update", "delete", "deletecollection"],
+                    &[
+                        "get",
+                        "list",
+                        "watch",
+                        "patch",
+                        "update",
+                        "delete",
+                        "deletecollection",
+                    ],
                 ),
                 events.clone(),
                 leases.clone(),

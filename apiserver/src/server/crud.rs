@@ -535,8 +535,8 @@ pub async fn delete(
             }
             _ => {}
         }
-        let namespace_pending = resource.plural == "namespaces"
-            && !object::spec_finalizers(&current.value).is_empty();
+        let namespace_pending =
+            resource.plural == "namespaces" && !object::spec_finalizers(&current.value).is_empty();
         if !fins.is_empty() || namespace_pending {
             // Graceful: mark, and let the finalizers' owners finish the deletion.
             let mut marked = current.value.clone();
