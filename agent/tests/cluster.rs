@@ -563,6 +563,24 @@ spec:
     if node_containers(&b).len() < 2 {
         bail!("node b should run both pods' containers");
     }
+
+    // Node a comes back: Ready again, and the containers of its evicted pod (left
+    // running while it was away) are swept as orphans.
+    assert!(!node_containers(&a).is_empty());
+    agent_a.restart().await?;
+    eventually("node a Ready again", || async {
+        let n: Node = client.get(None, &a).await?;
+        let ready = n
+            .status
+            .and_then(|s| s.conditions)
+            .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
+        Ok(ready.then_some(()))
+    })
+    .await?;
+    eventually("node a's orphaned containers removed", || async {
+        Ok(node_containers(&a).is_empty().then_some(()))
+    })
+    .await?;
     Ok(())
 }
 
