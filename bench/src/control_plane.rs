@@ -491,7 +491,7 @@ pub async fn run(args: &ControlPlaneArgs) -> Result<()> {
             label.to_string(),
             cell(etcd, f.as_ref(), fmt),
             cell(kv, f.as_ref(), fmt),
-            ratio(kv.and_then(|o| f(o)), etcd.and_then(|o| f(o))),
+            ratio(kv.and_then(f), etcd.and_then(f)),
         ]);
     }
     let table = markdown_table(&["metric", "etcd 3.4", "kvstore", "kvstore/etcd"], &rows);

@@ -369,8 +369,8 @@ impl Collector {
         for o in &node.owners {
             states.push(self.owner_state(o, node.namespace.as_deref()).await?);
         }
-        let solid = states.iter().any(|s| *s == OwnerState::Solid);
-        let waiting = states.iter().any(|s| *s == OwnerState::Waiting);
+        let solid = states.contains(&OwnerState::Solid);
+        let waiting = states.contains(&OwnerState::Waiting);
         let path = self.path_of(&node)?;
         if solid {
             if states.iter().all(|s| *s == OwnerState::Solid) {
