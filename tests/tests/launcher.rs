@@ -472,34 +472,10 @@ fn cluster_up_then_the_readme_story() -> Result<()> {
         || Ok(running(&k, 3, image)?.is_some()),
     )?;
 
-    // Kill an agent: its node goes NotReady and its pods are recreated on the other node.
-    let node1 = format!("{prefix}-1");
-    let node2 = format!("{prefix}-2");
-    cluster_cmd(&dir, &["kill", "agent-1"])?;
-    wait_for(
-        "all web pods on the surviving node",
-        Duration::from_secs(300),
-        || {
-            let ps = pods(&k)?;
-            Ok(ps.len() == 3
-                && ps
-                    .iter()
-                    .all(|p| p.node == node2 && p.phase == "Running" && p.ready))
-        },
-    )?;
-    cluster_cmd(&dir, &["restart", "agent-1"])?;
-    wait_for("node 1 Ready again", Duration::from_secs(120), || {
-        let n = k.json(&["get", "node", &node1])?;
-        Ok(n.pointer("/status/conditions")
-            .and_then(Value::as_array)
-            .is_some_and(|cs| {
-                cs.iter()
-                    .any(|c| c["type"] == "Ready" && c["status"] == "True")
-            }))
-    })?;
-
-    // Kill the store leader, then the apiserver holding the controller lease: kubectl
-    // keeps working (through the load balancer) and every acknowledged write survives.
+    // Kill the store leader, then the apiserver holding the controller lease, then an
+    // agent: kubectl keeps working (through the load balancer), the controllers move to
+    // another apiserver, the dead node's pods are recreated on the other node, and every
+    // acknowledged write survives.
     let killed = cluster_cmd(&dir, &["kill", "store-leader"])?;
     eprintln!("{killed}");
     // Writes are retried while they fail (each failure is kept and printed): a member
@@ -527,6 +503,46 @@ fn cluster_up_then_the_readme_story() -> Result<()> {
         retry_write(&k, &["apply", "-f", "-"], Some(&sa), &mut transient)?;
         acked.push(name);
     }
+    let killed_api: usize = which
+        .split_whitespace()
+        .nth(1)
+        .and_then(|n| n.strip_prefix("apiserver-"))
+        .and_then(|n| n.parse().ok())
+        .with_context(|| format!("which apiserver was killed? {which}"))?;
+    let killed_port = base as usize + killed_api;
+    wait_for(
+        "another apiserver to take the controller lease",
+        Duration::from_secs(120),
+        || {
+            let holder = k.run(
+                &[
+                    "get",
+                    "lease",
+                    "kube-controller-manager",
+                    "-n",
+                    "kube-system",
+                    "-o",
+                    "jsonpath={.spec.holderIdentity}",
+                ],
+                None,
+            )?;
+            Ok(!holder.trim().is_empty() && !holder.contains(&format!(":{killed_port}_")))
+        },
+    )?;
+    let node1 = format!("{prefix}-1");
+    let node2 = format!("{prefix}-2");
+    cluster_cmd(&dir, &["kill", "agent-1"])?;
+    wait_for(
+        "3 ready web pods, all on the surviving node",
+        Duration::from_secs(300),
+        || {
+            let ps = pods(&k)?;
+            Ok(ps.len() == 3
+                && ps
+                    .iter()
+                    .all(|p| p.node == node2 && p.phase == "Running" && p.ready))
+        },
+    )?;
     retry_write(
         &k,
         &["scale", "deploy/web", "--replicas", "4"],
@@ -546,16 +562,25 @@ fn cluster_up_then_the_readme_story() -> Result<()> {
         transient.len()
     );
     wait_for(
-        "4 web pods with a store member and an apiserver down",
+        "4 web pods with a store member, an apiserver and a node down",
         Duration::from_secs(240),
         || Ok(running(&k, 4, image)?.is_some()),
     )?;
     // `up` brings the killed ones back.
     let again = cluster_cmd(&dir, &["up"])?;
     ensure!(
-        again.matches("started (pid").count() == 2,
-        "up did not restart the two killed:\n{again}"
+        again.matches("started (pid").count() == 3,
+        "up did not restart the three killed:\n{again}"
     );
+    wait_for("node 1 Ready again", Duration::from_secs(120), || {
+        let n = k.json(&["get", "node", &node1])?;
+        Ok(n.pointer("/status/conditions")
+            .and_then(Value::as_array)
+            .is_some_and(|cs| {
+                cs.iter()
+                    .any(|c| c["type"] == "Ready" && c["status"] == "True")
+            }))
+    })?;
     for name in &acked {
         k.run(&["get", "serviceaccount", name], None)?;
     }
