@@ -233,6 +233,9 @@ async fn run_simulation(args: Args, count: usize) -> anyhow::Result<()> {
             agent::simulate::MAX_NODES
         );
     }
+    if !(4..=3600).contains(&args.node_lease_duration_s) {
+        bail!("--node-lease-duration-s must be between 4 and 3600");
+    }
     let client = client_of(&args)?;
     let config = SimulateConfig {
         count,
@@ -243,6 +246,7 @@ async fn run_simulation(args: Args, count: usize) -> anyhow::Result<()> {
         pods: args.pods.max(1),
         labels: agent::node::parse_labels(&args.labels)?,
         kubelet_port: args.kubelet_port,
+        lease_duration_s: args.node_lease_duration_s,
     };
     let sim = Simulation::start(client, config).await?;
     println!(

@@ -21,7 +21,7 @@ use futures::StreamExt;
 
 use crate::agent::{Agent, AgentConfig};
 use crate::apisink::ApiStatusWriter;
-use crate::node::{LEASE_DURATION_S, NodeHeartbeat, NodeInfo};
+use crate::node::{NodeHeartbeat, NodeInfo};
 use crate::node_agent::{drain, heartbeat};
 use crate::runtime::FakeRuntime;
 
@@ -43,6 +43,8 @@ pub struct SimulateConfig {
     pub pods: u32,
     pub labels: std::collections::BTreeMap<String, String>,
     pub kubelet_port: u16,
+    /// The node Leases' duration in seconds (renewed every quarter of it).
+    pub lease_duration_s: i32,
 }
 
 impl SimulateConfig {
@@ -74,7 +76,7 @@ impl Simulation {
                 pods: config.pods,
                 kubelet_port: config.kubelet_port,
                 runtime_version: "fake://0".into(),
-                lease_duration_s: LEASE_DURATION_S,
+                lease_duration_s: config.lease_duration_s,
             })
             .collect();
         let results: Vec<anyhow::Result<()>> = futures::stream::iter(infos.clone())
