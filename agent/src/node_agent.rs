@@ -4,7 +4,7 @@
 //! `pods/status`, serve container logs on `node-ip:kubelet-port`, and run the service
 //! proxy on the node IP.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -181,9 +181,4 @@ pub(crate) async fn heartbeat(
             tracing::warn!(node = %beat.info.name, error = %e, "node status update failed");
         }
     }
-}
-
-/// The node IP as the pods' hostIP and the proxy address.
-pub fn default_node_ip() -> IpAddr {
-    IpAddr::from([127, 0, 0, 1])
 }

@@ -46,7 +46,10 @@ pub fn wanted(services: &[Arc<Service>], endpoints: &Store<Endpoints>) -> BTreeM
         let Some(spec) = svc.spec.as_ref() else {
             continue;
         };
-        if spec.type_.as_deref() == Some("ExternalName") {
+        // Headless and ExternalName Services have no proxy (as with kube-proxy).
+        if spec.type_.as_deref() == Some("ExternalName")
+            || spec.cluster_ip.as_deref() == Some("None")
+        {
             continue;
         }
         let eps = endpoints.get(&key);
@@ -341,9 +344,15 @@ mod tests {
         // Services with the same port: the first by key wins.
         let (inf, store, _rx) = Informer::<Endpoints, _>::new(NoSource, InformerConfig::default());
         drop(inf);
-        let w = wanted(&[svc("b", 80), svc("a", 80), svc("c", 81)], &store);
+        let mut headless = (*svc("h", 82)).clone();
+        headless.spec.as_mut().unwrap().cluster_ip = Some("None".into());
+        let w = wanted(
+            &[svc("b", 80), svc("a", 80), svc("c", 81), Arc::new(headless)],
+            &store,
+        );
         assert_eq!(w[&80].service, "default/a:http");
         assert_eq!(w[&81].service, "default/c:http");
+        assert!(!w.contains_key(&82), "headless services are not proxied");
     }
 
     struct NoSource;
