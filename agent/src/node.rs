@@ -120,7 +120,27 @@ fn condition(kind: &str, status: &str, reason: &str, message: &str, now: Time) -
 
 /// The conditions the agent reports; transition times are kept from `previous` when the
 /// status did not change.
-pub fn conditions(previous: Option<&[NodeCondition]>, now: Time) -> Vec<NodeCondition> {
+pub fn conditions(
+    previous: Option<&[NodeCondition]>,
+    now: Time,
+    runtime_error: Option<&str>,
+) -> Vec<NodeCondition> {
+    let ready = match runtime_error {
+        None => condition(
+            "Ready",
+            "True",
+            "KubeletReady",
+            "agent is posting ready status",
+            now.clone(),
+        ),
+        Some(e) => condition(
+            "Ready",
+            "False",
+            "KubeletNotReady",
+            &format!("container runtime is down: {e}"),
+            now.clone(),
+        ),
+    };
     let fresh = [
         condition(
             "MemoryPressure",
@@ -141,15 +161,9 @@ pub fn conditions(previous: Option<&[NodeCondition]>, now: Time) -> Vec<NodeCond
             "False",
             "KubeletHasSufficientPID",
             "agent has sufficient PID available",
-            now.clone(),
-        ),
-        condition(
-            "Ready",
-            "True",
-            "KubeletReady",
-            "agent is posting ready status",
             now,
         ),
+        ready,
     ];
     fresh
         .into_iter()
@@ -166,7 +180,11 @@ pub fn conditions(previous: Option<&[NodeCondition]>, now: Time) -> Vec<NodeCond
 }
 
 /// The node's status as the agent reports it.
-pub fn node_status(info: &NodeInfo, previous: Option<&NodeStatus>) -> NodeStatus {
+pub fn node_status(
+    info: &NodeInfo,
+    previous: Option<&NodeStatus>,
+    runtime_error: Option<&str>,
+) -> NodeStatus {
     let now = Time(api::now());
     NodeStatus {
         capacity: Some(resources(info)),
@@ -184,6 +202,7 @@ pub fn node_status(info: &NodeInfo, previous: Option<&NodeStatus>) -> NodeStatus
         conditions: Some(conditions(
             previous.and_then(|s| s.conditions.as_deref()),
             now,
+            runtime_error,
         )),
         daemon_endpoints: Some(NodeDaemonEndpoints {
             kubelet_endpoint: Some(DaemonEndpoint {
@@ -233,7 +252,7 @@ pub async fn register(client: &Client, info: &NodeInfo) -> Result<Node, api::Err
             ..Default::default()
         },
         spec: None,
-        status: Some(node_status(info, None)),
+        status: Some(node_status(info, None, None)),
     };
     let mut node = match client.create(&wanted, &PostParams::default()).await {
         Ok(n) => n,
@@ -248,7 +267,7 @@ pub async fn register(client: &Client, info: &NodeInfo) -> Result<Node, api::Err
         }
         Err(e) => return Err(e),
     };
-    node.status = Some(node_status(info, node.status.as_ref()));
+    node.status = Some(node_status(info, node.status.as_ref(), None));
     client.update_status(&node, &PostParams::default()).await
 }
 
@@ -275,6 +294,9 @@ pub async fn register_until_reachable(
 /// One node's heartbeat state.
 pub struct NodeHeartbeat {
     pub info: NodeInfo,
+    /// Why the container runtime is unusable, as last checked (None: healthy); the
+    /// node reports Ready=False while it is set.
+    pub runtime_error: Option<String>,
     lease: Option<Lease>,
     status_written: Option<tokio::time::Instant>,
 }
@@ -283,6 +305,7 @@ impl NodeHeartbeat {
     pub fn new(info: NodeInfo) -> Self {
         Self {
             info,
+            runtime_error: None,
             lease: None,
             status_written: None,
         }
@@ -347,8 +370,13 @@ impl NodeHeartbeat {
         let due = self
             .status_written
             .is_none_or(|t| t.elapsed() >= STATUS_REPORT_PERIOD);
-        let not_ready = current.is_none_or(|n| ready_status(n) != Some("True"));
-        if !due && !not_ready {
+        let want = if self.runtime_error.is_some() {
+            "False"
+        } else {
+            "True"
+        };
+        let differs = current.is_none_or(|n| ready_status(n) != Some(want));
+        if !due && !differs {
             return Ok(());
         }
         let mut node = match current {
@@ -363,13 +391,14 @@ impl NodeHeartbeat {
                 }
             },
         };
-        node.status = Some(node_status(&self.info, node.status.as_ref()));
+        let error = self.runtime_error.as_deref();
+        node.status = Some(node_status(&self.info, node.status.as_ref(), error));
         match client.update_status(&node, &PostParams::default()).await {
             Ok(_) => {}
             Err(e) if e.is_conflict() => {
                 // The cache was behind: read and write once more.
                 let mut fresh: Node = client.get(None, &self.info.name).await?;
-                fresh.status = Some(node_status(&self.info, fresh.status.as_ref()));
+                fresh.status = Some(node_status(&self.info, fresh.status.as_ref(), error));
                 client.update_status(&fresh, &PostParams::default()).await?;
             }
             Err(e) if e.is_not_found() => {
@@ -403,7 +432,7 @@ mod tests {
 
     #[test]
     fn status_carries_capacity_addresses_endpoint_and_ready() {
-        let s = node_status(&info(), None);
+        let s = node_status(&info(), None, None);
         assert_eq!(s.allocatable.as_ref().unwrap()["memory"].0, "8Gi");
         assert_eq!(s.capacity.as_ref().unwrap()["pods"].0, "110");
         let addrs = s.addresses.unwrap();
@@ -429,14 +458,28 @@ mod tests {
     fn transition_times_survive_unchanged_conditions() {
         let old_time = Time(api::Timestamp::UNIX_EPOCH);
         let old = vec![condition("Ready", "True", "r", "m", old_time.clone())];
-        let new = conditions(Some(&old), Time(api::now()));
+        let new = conditions(Some(&old), Time(api::now()), None);
         let ready = new.iter().find(|c| c.type_ == "Ready").unwrap();
         assert_eq!(ready.last_transition_time, Some(old_time.clone()));
         assert_ne!(ready.last_heartbeat_time, Some(old_time.clone()));
         let was_unknown = vec![condition("Ready", "Unknown", "r", "m", old_time.clone())];
-        let new = conditions(Some(&was_unknown), Time(api::now()));
+        let new = conditions(Some(&was_unknown), Time(api::now()), None);
         let ready = new.iter().find(|c| c.type_ == "Ready").unwrap();
         assert_ne!(ready.last_transition_time, Some(old_time));
+    }
+
+    #[test]
+    fn a_broken_runtime_makes_the_node_not_ready() {
+        let s = node_status(&info(), None, Some("docker: connection refused"));
+        let ready = s
+            .conditions
+            .unwrap()
+            .into_iter()
+            .find(|c| c.type_ == "Ready")
+            .unwrap();
+        assert_eq!(ready.status, "False");
+        assert_eq!(ready.reason.as_deref(), Some("KubeletNotReady"));
+        assert!(ready.message.unwrap().contains("connection refused"));
     }
 
     #[test]

@@ -15,7 +15,7 @@ use tokio::sync::mpsc;
 use crate::agent::{Agent, AgentConfig};
 use crate::apisink::ApiStatusWriter;
 use crate::node::{NodeHeartbeat, NodeInfo};
-use crate::runtime::ContainerRuntime;
+use crate::runtime::{ContainerRuntime, ListFilter};
 
 /// Status writes in flight at once for one node.
 const STATUS_WRITERS: usize = 8;
@@ -106,6 +106,7 @@ async fn run(
         client.clone(),
         NodeHeartbeat::new(config.node.clone()),
         nodes,
+        Some(runtime.clone()),
         Duration::ZERO,
         stop.clone(),
     ));
@@ -156,12 +157,14 @@ pub(crate) fn drain<T: Send + Sync + 'static>(
 }
 
 /// Renews the node Lease every quarter of its duration (after `offset`, to spread
-/// simulated nodes) and
-/// reports the node status when due or when the server's Ready is not True.
+/// simulated nodes) and reports the node status when due or when the server's Ready
+/// differs from what the agent sees (Ready=False while the container runtime does not
+/// answer).
 pub(crate) async fn heartbeat(
     client: Client,
     mut beat: NodeHeartbeat,
     nodes: api::Store<Node>,
+    runtime: Option<Arc<dyn ContainerRuntime>>,
     offset: Duration,
     stop: CancellationToken,
 ) {
@@ -175,6 +178,18 @@ pub(crate) async fn heartbeat(
         }
         if let Err(e) = beat.renew_lease(&client).await {
             tracing::warn!(node = %beat.info.name, error = %e, "lease renewal failed");
+        }
+        if let Some(runtime) = &runtime {
+            // A cheap call that needs a working runtime: list one (absent) pod's containers.
+            let probe = ListFilter {
+                node_name: beat.info.name.clone(),
+                pod_uid: Some("-runtime-health-check-".into()),
+            };
+            let error = runtime.list(&probe).await.err().map(|e| e.to_string());
+            if error.is_some() != beat.runtime_error.is_some() {
+                tracing::warn!(node = %beat.info.name, error = ?error, "container runtime health changed");
+            }
+            beat.runtime_error = error;
         }
         let current = nodes.get(&beat.info.name);
         if let Err(e) = beat.report_status(&client, current.as_deref()).await {

@@ -167,6 +167,7 @@ async fn run(
             client.clone(),
             NodeHeartbeat::new(info),
             nodes.clone(),
+            None,
             offset,
             stop.clone(),
         ));
