@@ -543,6 +543,14 @@ fn cluster_up_then_the_readme_story() -> Result<()> {
                     .all(|p| p.node == node2 && p.phase == "Running" && p.ready))
         },
     )?;
+    if docker {
+        // The Service still answers through the surviving node's proxy.
+        wait_for(
+            "the Service to answer on the surviving node",
+            Duration::from_secs(60),
+            || Ok(http_get("127.0.0.3", service_port)?.contains("kvstore-busybox")),
+        )?;
+    }
     retry_write(
         &k,
         &["scale", "deploy/web", "--replicas", "4"],
