@@ -202,7 +202,7 @@ pub async fn report(layout: &Layout, state: &super::State) -> String {
                 };
                 let _ = writeln!(s, "  {lease:<24} held by {holder}");
             }
-            let _ = writeln!(s, "nodes ({} runtime):", runtime_text(&layout.runtime));
+            let _ = writeln!(s, "nodes ({}):", runtime_text(&layout.runtime));
             match nodes(&client).await {
                 Ok(ns) if ns.is_empty() => {
                     let _ = writeln!(s, "  (none registered)");
@@ -242,9 +242,9 @@ fn short(pid: &str, error: &str) -> String {
 
 pub fn runtime_text(runtime: &str) -> &'static str {
     if runtime == "fake" {
-        "SIMULATED (fake runtime: no containers run)"
+        "SIMULATED: fake runtime, no containers run"
     } else {
-        "Docker"
+        "Docker runtime"
     }
 }
 
