@@ -656,3 +656,98 @@ fn body(answer: &str) -> String {
         .map(|(_, b)| b.trim().to_string())
         .unwrap_or_default()
 }
+
+/// A stand-in for the Docker socket: forwards to the real one until `down`, which
+/// closes the listener and every forwarded connection (the daemon "dies" for whoever
+/// uses this socket).
+struct SocketProxy {
+    path: std::path::PathBuf,
+    tasks: std::sync::Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>>,
+}
+
+impl SocketProxy {
+    fn up(path: &std::path::Path) -> Result<Self> {
+        let _ = std::fs::remove_file(path);
+        let listener = tokio::net::UnixListener::bind(path)?;
+        let tasks = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let t = tasks.clone();
+        let accept = tokio::spawn(async move {
+            while let Ok((mut conn, _)) = listener.accept().await {
+                let forward = tokio::spawn(async move {
+                    if let Ok(mut daemon) =
+                        tokio::net::UnixStream::connect("/var/run/docker.sock").await
+                    {
+                        let _ = tokio::io::copy_bidirectional(&mut conn, &mut daemon).await;
+                    }
+                });
+                t.lock().unwrap().push(forward);
+            }
+        });
+        tasks.lock().unwrap().push(accept);
+        Ok(Self {
+            path: path.to_path_buf(),
+            tasks,
+        })
+    }
+
+    fn down(&self) {
+        for t in self.tasks.lock().unwrap().drain(..) {
+            t.abort();
+        }
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+impl Drop for SocketProxy {
+    fn drop(&mut self) {
+        self.down();
+    }
+}
+
+fn ready_of(n: &Node) -> Option<(String, String)> {
+    n.status
+        .as_ref()?
+        .conditions
+        .as_ref()?
+        .iter()
+        .find(|c| c.type_ == "Ready")
+        .map(|c| (c.status.clone(), c.message.clone().unwrap_or_default()))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_is_not_ready_while_docker_does_not_answer() -> Result<()> {
+    let cluster = Cluster::start(Duration::from_secs(40)).await?;
+    let client = cluster.client()?;
+    let socket = cluster.dir.path().join("docker.sock");
+    let proxy = SocketProxy::up(&socket)?;
+    let name = format!("agent-nodocker-{}", std::process::id());
+    let _cleanup = Cleanup(name.clone());
+    let docker_host = format!("unix://{}", socket.display());
+    let _agent = AgentProc::start_with_env(
+        &cluster,
+        &name,
+        &loopback_ip(),
+        &["--node-lease-duration-s", "4"],
+        &[("DOCKER_HOST", docker_host.as_str())],
+    )
+    .await?;
+    eventually("node Ready", || async {
+        let n: Node = client.get(None, &name).await?;
+        Ok(ready_of(&n).filter(|(s, _)| s == "True"))
+    })
+    .await?;
+    proxy.down();
+    let (_, message) = eventually("node not Ready without Docker", || async {
+        let n: Node = client.get(None, &name).await?;
+        Ok(ready_of(&n).filter(|(s, _)| s == "False"))
+    })
+    .await?;
+    assert!(message.contains("container runtime is down"), "{message}");
+    let _proxy = SocketProxy::up(&socket)?;
+    eventually("node Ready again with Docker back", || async {
+        let n: Node = client.get(None, &name).await?;
+        Ok(ready_of(&n).filter(|(s, _)| s == "True"))
+    })
+    .await?;
+    Ok(())
+}

@@ -282,6 +282,8 @@ pub struct AgentProc {
     pub ip: String,
     pub log: PathBuf,
     args: Vec<String>,
+    /// Extra environment of the agent process.
+    pub env: Vec<(String, String)>,
     kubeconfig: PathBuf,
 }
 
@@ -289,6 +291,17 @@ impl AgentProc {
     /// Starts `agent --kubeconfig .. --node-name name --node-ip ip --kubelet-port <free>`
     /// plus `extra`, and waits until it says it registered.
     pub async fn start(cluster: &Cluster, name: &str, ip: &str, extra: &[&str]) -> Result<Self> {
+        Self::start_with_env(cluster, name, ip, extra, &[]).await
+    }
+
+    /// [`AgentProc::start`] with extra environment variables.
+    pub async fn start_with_env(
+        cluster: &Cluster,
+        name: &str,
+        ip: &str,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Result<Self> {
         let port = free_port_on(ip);
         let mut args: Vec<String> = [
             "--node-name",
@@ -310,6 +323,10 @@ impl AgentProc {
             ip: ip.into(),
             log: cluster.dir.path().join(format!("agent-{name}.log")),
             args,
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
             kubeconfig: cluster.agent_kubeconfig(),
         };
         a.spawn().await?;
@@ -329,6 +346,7 @@ impl AgentProc {
                 "--node-name-prefix".into(),
                 prefix.into(),
             ],
+            env: Vec::new(),
             kubeconfig: cluster.agent_kubeconfig(),
         };
         a.spawn().await?;
@@ -345,6 +363,7 @@ impl AgentProc {
             .arg(&self.kubeconfig)
             .args(&self.args)
             .env("RUST_LOG", "info")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(log)
