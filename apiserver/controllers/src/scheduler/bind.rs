@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use api::{Client, Patch, Pod, PostParams, object_key, object_reference};
 use serde_json::json;
+use tokio::sync::Semaphore;
 
 /// The component name on events and conditions.
 pub const COMPONENT: &str = "default-scheduler";
@@ -31,25 +32,42 @@ fn json_bytes(v: &serde_json::Value) -> (bytes::Bytes, &'static str) {
     (bytes::Bytes::from(v.to_string()), "application/json")
 }
 
-/// Does the write; for a binding returns its outcome.
-pub async fn perform(client: &Client, work: Work) -> Option<Outcome> {
+/// Does the write; for a binding returns its outcome. The Scheduled event of a
+/// binding is written on its own task, bounded by `events`: the binding's slot is free
+/// as soon as the binding is done, and when every event slot is busy the event is
+/// dropped (as Kubernetes' event recorder drops events under load) rather than slowing
+/// scheduling.
+pub async fn perform(client: &Client, work: Work, events: &Arc<Semaphore>) -> Option<Outcome> {
     match work {
         Work::Bind { pod, node } => {
             let key = object_key(pod.as_ref());
             let result = bind(client, &pod, &node).await;
             if result.is_ok() {
-                let message = format!("Successfully assigned {key} to {node}");
-                if let Err(e) = client
-                    .create_event(
-                        &object_reference(pod.as_ref()),
-                        "Normal",
-                        "Scheduled",
-                        &message,
-                        COMPONENT,
-                    )
-                    .await
-                {
-                    tracing::debug!(pod = %key, error = %e, "Scheduled event not recorded");
+                match events.clone().try_acquire_owned() {
+                    Ok(permit) => {
+                        let client = client.clone();
+                        let key = key.clone();
+                        let node = node.clone();
+                        tokio::spawn(async move {
+                            let message = format!("Successfully assigned {key} to {node}");
+                            if let Err(e) = client
+                                .create_event(
+                                    &object_reference(pod.as_ref()),
+                                    "Normal",
+                                    "Scheduled",
+                                    &message,
+                                    COMPONENT,
+                                )
+                                .await
+                            {
+                                tracing::debug!(pod = %key, error = %e, "Scheduled event not recorded");
+                            }
+                            drop(permit);
+                        });
+                    }
+                    Err(_) => {
+                        tracing::debug!(pod = %key, "Scheduled event dropped: event writers busy");
+                    }
                 }
             }
             Some(Outcome {

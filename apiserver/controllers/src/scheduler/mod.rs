@@ -62,6 +62,9 @@ impl Default for SchedulerConfig {
     }
 }
 
+/// Scheduled events written at once; more are dropped.
+const EVENT_CONCURRENCY: usize = 32;
+
 /// Whether this scheduler must place the pod: unbound, ours, alive.
 fn needs_scheduling(pod: &Pod, scheduler_name: &str) -> bool {
     let Some(spec) = pod.spec.as_ref() else {
@@ -108,6 +111,8 @@ struct Scheduler {
     /// Pods whose binding is in flight (not to be placed again meanwhile).
     in_flight: HashSet<String>,
     permits: Arc<Semaphore>,
+    /// Bounds the Scheduled events written at once (beyond: dropped).
+    event_permits: Arc<Semaphore>,
     outcomes: mpsc::Sender<Outcome>,
 }
 
@@ -140,6 +145,7 @@ pub async fn run(client: Client, config: SchedulerConfig, shutdown: Cancellation
     let mut s = Scheduler {
         client,
         permits: Arc::new(Semaphore::new(config.bind_concurrency.max(1))),
+        event_permits: Arc::new(Semaphore::new(EVENT_CONCURRENCY)),
         config,
         cache: cache::Cache::default(),
         pods,
@@ -305,8 +311,9 @@ impl Scheduler {
         };
         let client = self.client.clone();
         let outcomes = self.outcomes.clone();
+        let events = self.event_permits.clone();
         tokio::spawn(async move {
-            let outcome = bind::perform(&client, work).await;
+            let outcome = bind::perform(&client, work, &events).await;
             drop(permit);
             if let Some(o) = outcome {
                 let _ = outcomes.send(o).await;
