@@ -53,7 +53,7 @@ impl Default for SchedulerConfig {
         SchedulerConfig {
             scheduler_name: "default-scheduler".into(),
             strategy: Strategy::LeastAllocated,
-            bind_concurrency: 64,
+            bind_concurrency: 256,
             unschedulable_flush: Duration::from_secs(60),
             backoff_initial: Duration::from_secs(1),
             backoff_max: Duration::from_secs(10),
