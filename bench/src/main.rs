@@ -152,6 +152,28 @@ mod tests {
     }
 
     #[test]
+    fn control_plane_flags() {
+        let cli = Cli::parse_from([
+            "bench",
+            "control-plane",
+            "--nodes",
+            "10",
+            "--pods",
+            "100",
+            "--replicas",
+            "0",
+            "--systems",
+            "kvstore",
+        ]);
+        let BenchCommand::ControlPlane(cp) = cli.command else {
+            panic!("not control-plane")
+        };
+        assert_eq!((cp.nodes, cp.pods, cp.replicas), (10, 100, 0));
+        assert_eq!(cp.systems, ["kvstore"]);
+        assert_eq!((cp.create_concurrency, cp.members), (64, 3));
+    }
+
+    #[test]
     fn range_consistency_and_global_flags_after_the_subcommand() {
         let cli = Cli::parse_from([
             "bench",
