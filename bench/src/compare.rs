@@ -283,7 +283,9 @@ pub async fn run(args: &CompareArgs, json: bool) -> Result<()> {
         }
     }
     if let Some(path) = &args.write {
-        let doc = results_document(&headline, &table, &failures, args, &kvstore_bin);
+        let top = results_document(&headline, &table, &failures, args, &kvstore_bin);
+        let old = std::fs::read_to_string(path).unwrap_or_default();
+        let doc = keep_later_sections(&top, &old);
         std::fs::write(path, doc).with_context(|| format!("write {}", path.display()))?;
         eprintln!("wrote {}", path.display());
     }
@@ -597,5 +599,30 @@ mod tests {
         assert_eq!(jobs[1].conns, 32);
         assert_eq!(jobs[2].label, "range l, 64 clients");
         assert_eq!(conns_for(1), 1);
+    }
+}
+
+/// The new top section followed by every `## ` section of the old file: `--write`
+/// replaces only the comparison table, never the other records in the file.
+fn keep_later_sections(top: &str, old: &str) -> String {
+    match old.find("\n## ") {
+        Some(i) => format!("{}\n\n{}", top.trim_end(), &old[i + 1..]),
+        None => top.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod write_tests {
+    use super::keep_later_sections;
+
+    #[test]
+    fn write_keeps_the_other_sections() {
+        let old = "# t\n\nold table\n\n## Failover\n\nkept\n\n## TLS\n\nkept too\n";
+        let new = keep_later_sections("# t\n\nnew table\n", old);
+        assert_eq!(
+            new,
+            "# t\n\nnew table\n\n## Failover\n\nkept\n\n## TLS\n\nkept too\n"
+        );
+        assert_eq!(keep_later_sections("# t\n", ""), "# t\n");
     }
 }
