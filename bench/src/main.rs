@@ -59,8 +59,9 @@ struct GlobalArgs {
     /// Client certificate for https:// endpoints.
     #[arg(long, global = true)]
     cert: Option<std::path::PathBuf>,
-    /// Client key for https:// endpoints.
-    #[arg(long, global = true)]
+    /// Client key for https:// endpoints. (Its clap id is not `key`: `range` has a
+    /// positional `key`, and two args may not share an id.)
+    #[arg(id = "tls_key", long = "key", global = true)]
     key: Option<std::path::PathBuf>,
 }
 

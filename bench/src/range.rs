@@ -1,4 +1,4 @@
-//! `bench range`: every client reads `--key` (or the range `--key`..`--end`),
+//! `bench range`: every client reads `key` (or the range `key`..`end`),
 //! linearizable (`--consistency l`, a quorum read) or serializable (`s`, served by the
 //! member it reaches).
 
@@ -34,11 +34,11 @@ impl Consistency {
 /// Options of `bench range`.
 #[derive(Debug, Clone, Args)]
 pub struct RangeArgs {
-    /// The key to read.
-    #[arg(long, default_value = "foo")]
+    /// The key to read (positional, as in etcd's `benchmark range key [end-range]`;
+    /// `--key` is the global TLS key file).
+    #[arg(default_value = "foo")]
     pub key: String,
-    /// End of the range (exclusive); without it only `--key` is read.
-    #[arg(long)]
+    /// End of the range (exclusive); without it only the key is read.
     pub end: Option<String>,
     /// Read consistency: l (linearizable) or s (serializable).
     #[arg(long, value_enum, default_value = "l")]
@@ -46,7 +46,7 @@ pub struct RangeArgs {
     /// Number of reads.
     #[arg(long, default_value_t = 10_000)]
     pub total: u64,
-    /// Do not put `--key` (with an 8-byte value) before reading; by default it is put
+    /// Do not put the key (with an 8-byte value) before reading; by default it is put
     /// once, so every read finds one key.
     #[arg(long)]
     pub no_prepare: bool,
