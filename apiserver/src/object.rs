@@ -148,6 +148,7 @@ pub fn prepare_create(resource: &ResourceInfo, object: &mut Value) -> ApiResult<
     m.remove("deletionGracePeriodSeconds");
     m.remove("managedFields");
     m.remove("selfLink");
+    normalize_secret(resource, object)?;
     if resource.plural == "namespaces" {
         // As Kubernetes: every namespace carries the `kubernetes` finalizer (emptied by
         // the namespace controller through `/finalize` once its contents are gone) and
@@ -258,6 +259,7 @@ pub fn prepare_update(
         m.remove("managedFields");
         m.remove("selfLink");
     }
+    normalize_secret(resource, &mut new)?;
     if resource.plural == "namespaces" {
         // spec.finalizers changes only through `/finalize`.
         if let Some(obj) = new.as_object_mut() {
@@ -333,4 +335,46 @@ pub fn without_rv(v: &Value) -> Value {
         m.remove("resourceVersion");
     }
     v
+}
+
+/// A Secret as Kubernetes stores it: `stringData` is write-only, merged into `data`
+/// (base64, overriding the same keys) and dropped; every `data` value must be base64.
+pub fn normalize_secret(resource: &ResourceInfo, object: &mut Value) -> ApiResult<()> {
+    use base64::Engine;
+    if !resource.group.is_empty() || resource.plural != "secrets" {
+        return Ok(());
+    }
+    let name = name(object).to_string();
+    let Some(obj) = object.as_object_mut() else {
+        return Ok(());
+    };
+    let string_data = obj.remove("stringData");
+    let engine = base64::engine::general_purpose::STANDARD;
+    if let Some(data) = obj.get("data").and_then(Value::as_object) {
+        for (k, v) in data {
+            let ok = v.as_str().is_some_and(|s| engine.decode(s).is_ok());
+            if !ok {
+                return Err(invalid(
+                    resource,
+                    &name,
+                    &format!("data[{k}]"),
+                    "FieldValueInvalid",
+                    "a Secret's data values must be base64-encoded strings",
+                ));
+            }
+        }
+    }
+    if let Some(Value::Object(sd)) = string_data {
+        let data = obj.entry("data").or_insert_with(|| json!({}));
+        if data.is_null() {
+            *data = json!({});
+        }
+        if let Some(data) = data.as_object_mut() {
+            for (k, v) in sd {
+                let text = v.as_str().unwrap_or_default();
+                data.insert(k, json!(engine.encode(text.as_bytes())));
+            }
+        }
+    }
+    Ok(())
 }

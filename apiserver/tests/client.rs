@@ -40,7 +40,8 @@ macro_rules! check_types {
 fn client_paths_agree_with_the_servers_resource_table() {
     let mut seen = Vec::new();
     check_types!(seen; api::Namespace, api::Node, api::Pod, api::Service, api::Endpoints,
-        api::Event, api::ServiceAccount, api::Lease, api::Deployment, api::ReplicaSet,
+        api::Event, api::ServiceAccount, api::ConfigMap, api::Secret, api::Lease,
+        api::Deployment, api::ReplicaSet,
         api::Role, api::RoleBinding, api::ClusterRole, api::ClusterRoleBinding);
     for r in apiserver::resources::RESOURCES.iter().filter(|r| r.stored) {
         assert!(seen.contains(&r.plural), "no client type for {}", r.plural);

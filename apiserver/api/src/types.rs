@@ -14,12 +14,12 @@ pub use k8s_openapi::api::authorization::v1::{
 pub use k8s_openapi::api::autoscaling::v1::{Scale, ScaleSpec, ScaleStatus};
 pub use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 pub use k8s_openapi::api::core::v1::{
-    Binding, Container, ContainerPort, ContainerState, ContainerStatus, EndpointAddress,
+    Binding, ConfigMap, Container, ContainerPort, ContainerState, ContainerStatus, EndpointAddress,
     EndpointPort, EndpointSubset, Endpoints, EnvVar, Event, EventSource, HTTPGetAction, Namespace,
     NamespaceSpec, NamespaceStatus, Node, NodeAddress, NodeCondition, NodeSpec, NodeStatus,
     NodeSystemInfo, ObjectReference, Pod, PodCondition, PodSpec, PodStatus, PodTemplateSpec, Probe,
-    ResourceRequirements, Service, ServiceAccount, ServicePort, ServiceSpec, ServiceStatus, Taint,
-    Toleration,
+    ResourceRequirements, Secret, Service, ServiceAccount, ServicePort, ServiceSpec, ServiceStatus,
+    Taint, Toleration,
 };
 pub use k8s_openapi::api::rbac::v1::{
     AggregationRule, ClusterRole, ClusterRoleBinding, PolicyRule, Role, RoleBinding, RoleRef,

@@ -74,6 +74,7 @@ const CORE_WORKLOAD: &[&str] = &[
     "endpoints",
     "events",
     "serviceaccounts",
+    "configmaps",
 ];
 const APPS_WORKLOAD: &[&str] = &[
     "deployments",
@@ -95,8 +96,18 @@ fn view_rules() -> Vec<Value> {
 
 fn edit_rules() -> Vec<Value> {
     let mut rules = view_rules();
-    let writable_core = ["pods", "services", "endpoints", "events", "serviceaccounts"];
+    let writable_core = [
+        "pods",
+        "services",
+        "endpoints",
+        "events",
+        "serviceaccounts",
+        "configmaps",
+        "secrets",
+    ];
     rules.push(rule(&[""], &writable_core, WRITE));
+    // As Kubernetes: `view` may not read Secrets; `edit` (and `admin`) may.
+    rules.push(rule(&[""], &["secrets"], READ));
     rules.push(rule(
         &["apps"],
         &[

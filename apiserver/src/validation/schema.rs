@@ -395,6 +395,8 @@ fn build() -> Schemas {
     add::<core::v1::Endpoints>(&mut g, r, "", "v1", "Endpoints");
     add::<core::v1::Event>(&mut g, r, "", "v1", "Event");
     add::<core::v1::ServiceAccount>(&mut g, r, "", "v1", "ServiceAccount");
+    add::<core::v1::ConfigMap>(&mut g, r, "", "v1", "ConfigMap");
+    add::<core::v1::Secret>(&mut g, r, "", "v1", "Secret");
     add::<core::v1::Binding>(&mut g, r, "", "v1", "Binding");
     add::<coordination::v1::Lease>(&mut g, r, "coordination.k8s.io", "v1", "Lease");
     add::<apps::v1::Deployment>(&mut g, r, "apps", "v1", "Deployment");
