@@ -26,9 +26,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use api::{
-    Client, ClusterRole, ClusterRoleBinding, Deployment, Endpoints, Informer, InformerConfig,
-    InformerEvent, Lease, ListParams, Namespace, Node, Object, ObjectMeta, OwnerReference, Pod,
-    ReplicaSet, Role, RoleBinding, Service, ServiceAccount, WorkQueue,
+    Client, ClusterRole, ClusterRoleBinding, ConfigMap, Deployment, Endpoints, Informer,
+    InformerConfig, InformerEvent, Lease, ListParams, Namespace, Node, Object, ObjectMeta,
+    OwnerReference, Pod, ReplicaSet, Role, RoleBinding, Secret, Service, ServiceAccount, WorkQueue,
 };
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
@@ -237,8 +237,16 @@ pub async fn run(client: Client, shutdown: CancellationToken) {
     // many, short-lived, and never owners).
     let (mut a, mut b, mut c, mut d, mut e, mut f, mut g) =
         (vec![], vec![], vec![], vec![], vec![], vec![], vec![]);
-    let (mut h, mut i, mut j, mut k, mut l, mut m) =
-        (vec![], vec![], vec![], vec![], vec![], vec![]);
+    let (mut h, mut i, mut j, mut k, mut l, mut m, mut n, mut o) = (
+        vec![],
+        vec![],
+        vec![],
+        vec![],
+        vec![],
+        vec![],
+        vec![],
+        vec![],
+    );
     watch_kind::<Pod>(&client, tx.clone(), &mut a, &shutdown);
     watch_kind::<ReplicaSet>(&client, tx.clone(), &mut b, &shutdown);
     watch_kind::<Deployment>(&client, tx.clone(), &mut c, &shutdown);
@@ -252,6 +260,8 @@ pub async fn run(client: Client, shutdown: CancellationToken) {
     watch_kind::<RoleBinding>(&client, tx.clone(), &mut k, &shutdown);
     watch_kind::<ClusterRole>(&client, tx.clone(), &mut l, &shutdown);
     watch_kind::<ClusterRoleBinding>(&client, tx.clone(), &mut m, &shutdown);
+    watch_kind::<ConfigMap>(&client, tx.clone(), &mut n, &shutdown);
+    watch_kind::<Secret>(&client, tx.clone(), &mut o, &shutdown);
     drop(tx);
 
     let graph = Arc::new(Mutex::new(Graph::default()));
@@ -282,7 +292,7 @@ pub async fn run(client: Client, shutdown: CancellationToken) {
             wait_all(a).await; wait_all(b).await; wait_all(c).await; wait_all(d).await;
             wait_all(e).await; wait_all(f).await; wait_all(g).await; wait_all(h).await;
             wait_all(i).await; wait_all(j).await; wait_all(k).await; wait_all(l).await;
-            wait_all(m).await;
+            wait_all(m).await; wait_all(n).await; wait_all(o).await;
         } => {}
     }
     tracing::info!("garbage collector synced");
