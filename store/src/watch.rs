@@ -51,22 +51,6 @@ impl From<PbWatchResponse> for WatchOut {
 }
 
 impl WatchOut {
-    /// Bytes on the wire (without gRPC framing).
-    pub fn encoded_len(&self) -> usize {
-        match self {
-            WatchOut::Msg(m) => m.encoded_len(),
-            WatchOut::Encoded {
-                header,
-                watch_id,
-                events,
-            } => {
-                header.len()
-                    + watch_id_len(*watch_id)
-                    + events.iter().map(Bytes::len).sum::<usize>()
-            }
-        }
-    }
-
     /// Writes the response as protobuf.
     pub fn write(&self, dst: &mut impl BufMut) {
         match self {
@@ -88,32 +72,12 @@ impl WatchOut {
             }
         }
     }
-
-    /// The response as a message (tests, and anyone who wants to look inside).
-    pub fn into_message(self) -> PbWatchResponse {
-        match self {
-            WatchOut::Msg(m) => m,
-            other => {
-                let mut buf = BytesMut::with_capacity(other.encoded_len());
-                other.write(&mut buf);
-                PbWatchResponse::decode(buf.freeze()).expect("our own encoding decodes")
-            }
-        }
-    }
 }
 
 // rpc.proto WatchResponse field numbers.
 const HEADER_FIELD: u32 = 1;
 const WATCH_ID_FIELD: u32 = 2;
 const EVENTS_FIELD: u32 = 11;
-
-fn watch_id_len(watch_id: i64) -> usize {
-    if watch_id == 0 {
-        0
-    } else {
-        prost::encoding::int64::encoded_len(WATCH_ID_FIELD, &watch_id)
-    }
-}
 
 /// The Watch RPC's codec: requests decoded by prost, responses written by [`WatchOut::write`].
 #[derive(Debug, Clone, Default)]
@@ -182,15 +146,14 @@ impl<'a> EncodedBatch<'a> {
         self.cache[o][e][variant]
             .get_or_init(|| {
                 let mut buf = BytesMut::new();
-                if variant == 1 || ev.prev_kv.is_none() {
-                    prost::encoding::message::encode(EVENTS_FIELD, ev, &mut buf);
-                } else {
+                if variant == 0 && ev.prev_kv.is_some() {
                     let trimmed = PbEvent {
-                        r#type: ev.r#type,
-                        kv: ev.kv.clone(),
                         prev_kv: None,
+                        ..ev.clone()
                     };
                     prost::encoding::message::encode(EVENTS_FIELD, &trimmed, &mut buf);
+                } else {
+                    prost::encoding::message::encode(EVENTS_FIELD, ev, &mut buf);
                 }
                 buf.freeze()
             })
@@ -720,5 +683,73 @@ impl WatchHub {
         }
         drop(inner);
         self.wake.notify_one();
+    }
+}
+
+#[cfg(test)]
+mod encoding_tests {
+    use etcd_client::proto::PbKeyValue;
+
+    use super::*;
+
+    fn kv(key: &str, value: &str, rev: i64) -> PbKeyValue {
+        PbKeyValue {
+            key: key.into(),
+            value: value.into(),
+            create_revision: 1,
+            mod_revision: rev,
+            version: 1,
+            lease: 0,
+        }
+    }
+
+    /// The fan-out's pre-encoded response is exactly what prost writes for the message
+    /// the old path built: same header, watch id and events, prev_kv only when asked.
+    #[test]
+    fn encoded_responses_match_the_message_encoding() {
+        let header = PbResponseHeader {
+            cluster_id: 7,
+            member_id: 9,
+            revision: 12,
+            raft_term: 3,
+        };
+        let events = vec![
+            PbEvent {
+                r#type: crate::mvcc::EVENT_PUT,
+                kv: Some(kv("a", "new", 11)),
+                prev_kv: Some(kv("a", "old", 5)),
+            },
+            PbEvent {
+                r#type: crate::mvcc::EVENT_PUT,
+                kv: Some(kv("b", "v", 12)),
+                prev_kv: None,
+            },
+        ];
+        let outputs = [Published {
+            revision: 12,
+            events: events.clone(),
+        }];
+        let batch = EncodedBatch::new(&outputs, &header);
+        for (watch_id, with_prev) in [(0, false), (5, true), (-1, false)] {
+            let out = WatchOut::Encoded {
+                header: batch.header.clone(),
+                watch_id,
+                events: vec![batch.event(0, 0, with_prev), batch.event(0, 1, with_prev)],
+            };
+            let mut got = BytesMut::new();
+            out.write(&mut got);
+            let mut expected_events = events.clone();
+            if !with_prev {
+                expected_events[0].prev_kv = None;
+            }
+            let msg = PbWatchResponse {
+                header: Some(header.clone()),
+                watch_id,
+                events: expected_events,
+                ..Default::default()
+            };
+            assert_eq!(&got[..], &msg.encode_to_vec()[..], "watch_id {watch_id}");
+            assert_eq!(PbWatchResponse::decode(got.freeze()).unwrap(), msg);
+        }
     }
 }
