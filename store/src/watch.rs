@@ -743,7 +743,7 @@ mod encoding_tests {
                 expected_events[0].prev_kv = None;
             }
             let msg = PbWatchResponse {
-                header: Some(header.clone()),
+                header: Some(header),
                 watch_id,
                 events: expected_events,
                 ..Default::default()
