@@ -8,8 +8,29 @@ mod cluster_common;
 use std::time::Duration;
 
 use anyhow::Result;
-use api::{Deployment, Lease, ListParams, Node, Pod};
+use api::{Client, Deployment, Lease, ListParams, Node, ObjectMeta, Pod};
 use cluster_common::*;
+
+/// The object belongs to this test's simulator (its name starts with the prefix).
+fn named_with(meta: &ObjectMeta, prefix: &str) -> bool {
+    meta.name.as_deref().is_some_and(|x| x.starts_with(prefix))
+}
+
+/// Waits until exactly `n` node Leases carry the simulator's prefix.
+async fn wait_for_leases(client: &Client, prefix: &str, n: usize) -> Result<()> {
+    eventually(&format!("{n} node leases"), || async {
+        let leases = client
+            .list_all::<Lease>(Some("kube-node-lease"), &ListParams::default())
+            .await?
+            .0;
+        let count = leases
+            .iter()
+            .filter(|l| named_with(&l.metadata, prefix))
+            .count();
+        Ok((count == n).then_some(()))
+    })
+    .await
+}
 
 fn ready(n: &Node) -> bool {
     n.status
@@ -30,32 +51,11 @@ async fn fifty_simulated_nodes_run_a_deployment() -> Result<()> {
         .0;
     let ours: Vec<&Node> = nodes
         .iter()
-        .filter(|n| {
-            n.metadata
-                .name
-                .as_deref()
-                .is_some_and(|x| x.starts_with(&prefix))
-        })
+        .filter(|n| named_with(&n.metadata, &prefix))
         .collect();
     assert_eq!(ours.len(), 50);
     assert!(ours.iter().all(|n| ready(n)), "all simulated nodes Ready");
-    eventually("50 node leases", || async {
-        let leases = client
-            .list_all::<Lease>(Some("kube-node-lease"), &ListParams::default())
-            .await?
-            .0;
-        let n = leases
-            .iter()
-            .filter(|l| {
-                l.metadata
-                    .name
-                    .as_deref()
-                    .is_some_and(|x| x.starts_with(&prefix))
-            })
-            .count();
-        Ok((n == 50).then_some(()))
-    })
-    .await?;
+    wait_for_leases(&client, &prefix, 50).await?;
 
     cluster.apply(
         "sim",
@@ -131,32 +131,11 @@ async fn a_thousand_simulated_nodes_hold() -> Result<()> {
         .0;
     let ready_ours = nodes
         .iter()
-        .filter(|n| {
-            n.metadata
-                .name
-                .as_deref()
-                .is_some_and(|x| x.starts_with(&prefix))
-        })
+        .filter(|n| named_with(&n.metadata, &prefix))
         .filter(|n| ready(n))
         .count();
     assert_eq!(ready_ours, 1000);
-    eventually("1000 node leases", || async {
-        let leases = client
-            .list_all::<Lease>(Some("kube-node-lease"), &ListParams::default())
-            .await?
-            .0;
-        let n = leases
-            .iter()
-            .filter(|l| {
-                l.metadata
-                    .name
-                    .as_deref()
-                    .is_some_and(|x| x.starts_with(&prefix))
-            })
-            .count();
-        Ok((n == 1000).then_some(()))
-    })
-    .await?;
+    wait_for_leases(&client, &prefix, 1000).await?;
     cluster.apply(
         "big",
         r#"apiVersion: apps/v1
