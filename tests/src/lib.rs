@@ -13,6 +13,7 @@
 pub mod cluster;
 pub mod differential;
 pub mod etcdctl;
+pub mod kubectl;
 pub mod macros;
 pub mod ports;
 pub mod process;

@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail, ensure};
 use serde_json::Value;
 use tests::cluster::{self, State, proc};
+use tests::kubectl::wait_for;
 
 fn bin_dir() -> PathBuf {
     let target = std::env::var_os("CARGO_TARGET_DIR")
@@ -73,32 +74,7 @@ struct Kubectl {
 
 impl Kubectl {
     fn run(&self, args: &[&str], stdin: Option<&str>) -> Result<String> {
-        use std::io::Write;
-        let mut child = Command::new("kubectl")
-            .env("KUBECONFIG", &self.kubeconfig)
-            .args(args)
-            .arg("--request-timeout=30s")
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .context("run kubectl")?;
-        if let Some(input) = stdin {
-            child
-                .stdin
-                .take()
-                .context("kubectl stdin")?
-                .write_all(input.as_bytes())?;
-        }
-        drop(child.stdin.take());
-        let out = child.wait_with_output()?;
-        if !out.status.success() {
-            bail!(
-                "kubectl {args:?}: {}",
-                String::from_utf8_lossy(&out.stderr).trim()
-            );
-        }
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        tests::kubectl::kubectl(&self.kubeconfig, args, stdin, Duration::from_secs(30))
     }
 
     fn json(&self, args: &[&str]) -> Result<Value> {
@@ -110,22 +86,6 @@ impl Kubectl {
 
 /// Polls `check` (every 500 ms) until it returns `Ok(true)`; fails after `timeout` with
 /// the last error.
-fn wait_for(what: &str, timeout: Duration, mut check: impl FnMut() -> Result<bool>) -> Result<()> {
-    let deadline = Instant::now() + timeout;
-    let mut last = String::from("condition false");
-    loop {
-        match check() {
-            Ok(true) => return Ok(()),
-            Ok(false) => {}
-            Err(e) => last = format!("{e:#}"),
-        }
-        if Instant::now() > deadline {
-            bail!("waiting for {what}: {last}");
-        }
-        std::thread::sleep(Duration::from_millis(500));
-    }
-}
-
 /// One pod of the Deployment as the test looks at it.
 struct PodRow {
     node: String,
