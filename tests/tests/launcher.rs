@@ -77,6 +77,20 @@ impl Kubectl {
         tests::kubectl::kubectl(&self.kubeconfig, args, stdin, Duration::from_secs(30))
     }
 
+    /// The sorted names of the objects of `resource` in the default namespace.
+    fn names(&self, resource: &str) -> Result<Vec<String>> {
+        let list = self.json(&["get", resource])?;
+        let mut names: Vec<String> = list["items"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|o| o.pointer("/metadata/name").and_then(Value::as_str))
+            .map(String::from)
+            .collect();
+        names.sort();
+        Ok(names)
+    }
+
     fn json(&self, args: &[&str]) -> Result<Value> {
         let mut a = args.to_vec();
         a.extend(["-o", "json"]);
@@ -556,43 +570,13 @@ fn cluster_up_then_the_readme_story() -> Result<()> {
     // Snapshot, destroy, restore into a fresh store: every object is back.
     let snap = tmp.path().join("backup.db");
     cluster_cmd(&dir, &["snapshot", snap.to_str().unwrap()])?;
-    let before: Vec<String> = {
-        let cms = k.json(&["get", "serviceaccounts"])?;
-        let mut v: Vec<String> = cms["items"]
-            .as_array()
-            .cloned()
-            .unwrap_or_default()
-            .iter()
-            .filter_map(|c| {
-                c.pointer("/metadata/name")
-                    .and_then(Value::as_str)
-                    .map(String::from)
-            })
-            .collect();
-        v.sort();
-        v
-    };
+    let before = k.names("serviceaccounts")?;
     cluster_cmd(&dir, &["down"])?;
     let left = all_pids_gone(&dir)?;
     ensure!(left.is_empty(), "still running after down: {left:?}");
     cluster_cmd(&dir, &["restore", snap.to_str().unwrap()])?;
     cluster_cmd(&dir, &["up"])?;
-    let after: Vec<String> = {
-        let cms = k.json(&["get", "serviceaccounts"])?;
-        let mut v: Vec<String> = cms["items"]
-            .as_array()
-            .cloned()
-            .unwrap_or_default()
-            .iter()
-            .filter_map(|c| {
-                c.pointer("/metadata/name")
-                    .and_then(Value::as_str)
-                    .map(String::from)
-            })
-            .collect();
-        v.sort();
-        v
-    };
+    let after = k.names("serviceaccounts")?;
     ensure!(
         before == after,
         "service accounts before {before:?}, after restore {after:?}"
